@@ -1,0 +1,45 @@
+"""The human CLI (click). Never imported in CNI mode.
+
+Each command lives in its own module and is registered lazily, so
+`egress-router version` does not import what `render` needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+# command name -> (module, attribute): modules are imported only when the command runs.
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "version": ("egress_router_cni.cli.version_cmd", "version"),
+    "validate": ("egress_router_cni.cli.validate_cmd", "validate"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(target[0])
+        command: click.Command = getattr(module, target[1])
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="egress-router-cni", prog_name="egress-router")
+def cli() -> None:
+    """egress-router: a CNI plugin giving a pod a reserved source IP and redirecting its traffic.
+
+    Runtimes execute this program with CNI_COMMAND set; without it, these
+    commands are for humans.
+    """
+
+
+def main(argv: Optional[List[str]] = None) -> Any:
+    return cli.main(args=argv, prog_name="egress-router")

@@ -1,0 +1,76 @@
+"""`egress-router validate CONFIG`: check a config and show the NAT rules it would install."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Dict, IO
+
+import click
+
+from ..config import decode_json, parse_netconf
+from ..errors import CniError
+
+
+def _plugin_conf(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """Accept a plugin config, a conflist (first egress-router plugin) or a NAD's spec.config."""
+    if isinstance(obj.get("spec"), dict) and isinstance(obj["spec"].get("config"), str):
+        obj = decode_json(obj["spec"]["config"].encode())
+    if isinstance(obj.get("plugins"), list):
+        for plugin in obj["plugins"]:
+            if isinstance(plugin, dict) and plugin.get("type") == "egress-router":
+                merged = dict(plugin)
+                merged["cniVersion"] = obj.get("cniVersion", plugin.get("cniVersion"))
+                merged["name"] = obj.get("name", plugin.get("name"))
+                return merged
+        raise click.ClickException("the conflist has no plugin of type 'egress-router'")
+    return obj
+
+
+@click.command()
+@click.argument("config", type=click.File("rb"), default="-")
+@click.option("--ifname", default="net1", show_default=True, help="Router interface name (CNI_IFNAME).")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "nft"]), default="text", show_default=True)
+def validate(config: IO[bytes], ifname: str, output: str) -> None:
+    """Validate CONFIG (a plugin config, conflist or NAD; '-' for stdin) and print its NAT rules.
+
+    Touches nothing on the system. Exit status 1 when the config is invalid,
+    with the same message the plugin would return to the runtime.
+
+    Example: egress-router validate conf/egress-router.conf
+    """
+    from ..nat.nftables_text import render_install, rule_text
+    from ..nat.rules import build_rules, iptables_spelling
+
+    try:
+        obj = _plugin_conf(decode_json(config.read()))
+        conf = parse_netconf(obj)
+        rules = build_rules(conf, ifname)
+    except CniError as e:
+        click.echo(f"invalid: {e} (CNI error code {int(e.code)})", err=True)
+        sys.exit(1)
+    if output == "nft":
+        click.echo(render_install(rules, list(conf.families())), nl=False)
+        return
+    if output == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "valid": True,
+                    "addresses": [str(a) for a in conf.addresses],
+                    "gateways": [str(g) for g in conf.gateways],
+                    "destinations": [d.describe() for d in conf.destinations],
+                    "rules": [{"nft": rule_text(r), "iptables": iptables_spelling(r)} for r in rules],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"valid: network {conf.name!r}, cniVersion {conf.cni_version}")
+    click.echo(f"  reserved addresses: {', '.join(str(a) for a in conf.addresses)}")
+    click.echo(f"  gateways:           {', '.join(str(g) for g in conf.gateways)}")
+    click.echo(f"  master:             {conf.master or '(the node interface holding the default route)'}")
+    click.echo(f"  macvlan mode:       {conf.mode}; mtu {conf.mtu or 'of the master'}")
+    click.echo("NAT rules (nftables):")
+    for rule in rules:
+        click.echo(f"  {rule_text(rule)}")

@@ -1,0 +1,427 @@
+"""Parse and validate the plugin's network configuration (pure: no I/O, no kernel).
+
+Keys follow openshift/egress-router-cni and what the operator renders, so an
+existing NetworkAttachmentDefinition works unchanged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+SUPPORTED_VERSIONS: Tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+DEFAULT_LOG_FILE = "/tmp/egress-router-log"
+LOG_LEVELS = ("debug", "verbose", "error", "panic")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+NAT_BACKENDS = ("nftables", "auto")
+PROTOCOLS = ("tcp", "udp", "sctp")
+# Far above any real router (the operator renders one rule per Service port),
+# low enough that a hostile config cannot make one ADD run for minutes.
+MAX_DESTINATIONS = 4096
+MAX_CONFIG_BYTES = 1 << 20
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_PORT_RE = re.compile(r"^[0-9]{1,5}$")
+_GRAMMAR = "IP[/prefix], 'PORT PROTO IP[/prefix]' or 'PORT PROTO IP[/prefix] TARGETPORT' (PROTO: tcp, udp or sctp)"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One redirect rule: traffic arriving on the pod interface [to PORT/PROTO] goes to ADDRESS[:TARGET]."""
+
+    raw: str
+    address: IPAddress
+    port: Optional[int] = None
+    protocol: Optional[str] = None
+    target_port: Optional[int] = None
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.port is None
+
+    @property
+    def version(self) -> int:
+        return self.address.version
+
+    def describe(self) -> str:
+        """The upstream log spelling: 'PORT PROTO IP[/prefix] [TARGET]' or the bare IP, as written."""
+        return " ".join(self.raw.split())
+
+
+@dataclass(frozen=True)
+class NetConf:
+    """A validated plugin configuration."""
+
+    cni_version: str
+    name: str
+    addresses: Tuple[IPInterface, ...]
+    gateways: Tuple[IPAddress, ...]
+    destinations: Tuple[Destination, ...]
+    master: Optional[str] = None
+    mode: str = "bridge"
+    mtu: int = 0
+    pod_interface: str = "eth0"
+    log_file: str = DEFAULT_LOG_FILE
+    log_level: str = "debug"
+    log_format: str = "text"
+    nat_backend: str = "nftables"
+    dns: Optional[Dict[str, Any]] = None
+    prev_result: Optional[Dict[str, Any]] = None
+    raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def gateway_for(self, version: int) -> Optional[IPAddress]:
+        return next((g for g in self.gateways if g.version == version), None)
+
+    def families(self) -> Tuple[int, ...]:
+        """Address families that have a reserved address, in config order."""
+        seen: List[int] = []
+        for a in self.addresses:
+            if a.version not in seen:
+                seen.append(a.version)
+        return tuple(seen)
+
+    def address_for(self, version: int) -> Optional[IPInterface]:
+        """The reserved address of a family used for SNAT: the first one configured."""
+        return next((a for a in self.addresses if a.version == version), None)
+
+
+def decode_json(data: bytes) -> Dict[str, Any]:
+    """Decode stdin bytes into a JSON object; raise DecodingFailure (code 6) otherwise."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidConfig(
+            "network configuration too large", f"{len(data)} bytes; the limit is {MAX_CONFIG_BYTES} bytes"
+        )
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DecodingFailure("error unmarshalling network config", str(e)) from None
+    if not isinstance(obj, dict):
+        raise DecodingFailure(
+            "error unmarshalling network config", f"expected a JSON object, got {type(obj).__name__}"
+        )
+    return obj
+
+
+def check_version(obj: Dict[str, Any]) -> str:
+    """Return the config's cniVersion (0.1.0 when absent, as libcni does); raise if unsupported."""
+    version = obj.get("cniVersion", "0.1.0")
+    if version in ("", None):
+        version = "0.1.0"
+    if not isinstance(version, str):
+        raise DecodingFailure("invalid cniVersion", f"expected a string, got {json.dumps(version)[:64]}")
+    if version not in SUPPORTED_VERSIONS:
+        raise IncompatibleVersion(
+            "incompatible CNI versions",
+            f"config is {version[:32]!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
+        )
+    return version
+
+
+def check_name(obj: Dict[str, Any]) -> str:
+    name = obj.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        shown = json.dumps(name)[:80]
+        raise InvalidConfig(
+            "invalid network name",
+            f"'name' is {shown}; it must match {_NAME_RE.pattern} (letters, digits, '_', '.', '-')",
+        )
+    return name
+
+
+def parse_netconf(obj: Dict[str, Any]) -> NetConf:
+    """Validate a decoded plugin config; raise InvalidConfig (7) or UnsupportedField (2)."""
+    version = check_version(obj)
+    name = check_name(obj)
+    plugin_type = obj.get("type")
+    if plugin_type not in (None, "egress-router"):
+        # cnitool/libcni dispatch on "type"; anything else reaching us is a mis-wired config.
+        raise InvalidConfig("unexpected plugin type", f"'type' is {json.dumps(plugin_type)[:64]}, expected 'egress-router'")
+    for key in ("podIP", "ipConfig"):
+        if key in obj:
+            raise UnsupportedField(
+                f"unsupported field {key!r}",
+                f"{key!r} (value {json.dumps(obj[key])[:80]}) is not supported: put the reserved addresses, "
+                "gateway and destinations in the 'ip' object",
+            )
+    interface_type = obj.get("interfaceType", "macvlan")
+    if interface_type not in ("macvlan", "", None):
+        raise InvalidConfig(
+            "unsupported interfaceType",
+            f"'interfaceType' is {json.dumps(interface_type)[:64]}; only 'macvlan' is supported",
+        )
+    ip = obj.get("ip")
+    if not isinstance(ip, dict):
+        raise InvalidConfig(
+            "missing 'ip' object",
+            "the config needs \"ip\": {\"addresses\": [\"192.168.12.99/24\"], \"gateway\": \"192.168.12.1\", "
+            "\"destinations\": [...]}",
+        )
+    addresses = _parse_addresses(ip.get("addresses"))
+    families = {a.version for a in addresses}
+    gateways = _parse_gateways(ip.get("gateway"), addresses)
+    destinations = parse_destinations(ip.get("destinations", []), families)
+    fallback = ip.get("fallbackIP")
+    if fallback not in (None, ""):
+        destinations = _append_fallback_ip(destinations, fallback, families)
+    args = obj.get("interfaceArgs") or {}
+    if not isinstance(args, dict):
+        raise InvalidConfig("invalid interfaceArgs", "'interfaceArgs' must be an object with master, mode, mtu")
+    master = args.get("master") or None
+    if master is not None and not (isinstance(master, str) and valid_ifname(master)):
+        raise InvalidConfig("invalid interfaceArgs.master", f"{json.dumps(master)[:64]} is not an interface name")
+    mode = args.get("mode") or "bridge"
+    if not isinstance(mode, str) or mode.lower() not in MACVLAN_MODES:
+        raise InvalidConfig(
+            "invalid interfaceArgs.mode",
+            f"{json.dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
+        )
+    mtu = _parse_mtu(args.get("mtu"))
+    pod_interface = obj.get("podInterface") or "eth0"
+    if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
+        raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
+    log_file = obj.get("log_file") or DEFAULT_LOG_FILE
+    if not isinstance(log_file, str) or "\0" in log_file:
+        raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
+    log_level = obj.get("log_level") or "debug"
+    if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
+        raise InvalidConfig(
+            "invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    log_format = obj.get("log_format") or "text"
+    if log_format not in ("text", "json"):
+        raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
+    backend = obj.get("natBackend") or "auto"
+    if backend not in NAT_BACKENDS:
+        raise InvalidConfig(
+            "invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}"
+        )
+    dns = obj.get("dns")
+    if dns is not None and not isinstance(dns, dict):
+        raise InvalidConfig("invalid dns", "'dns' must be an object (nameservers, domain, search, options)")
+    prev = obj.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise InvalidConfig("invalid prevResult", "'prevResult' must be an object")
+    return NetConf(
+        cni_version=version,
+        name=name,
+        addresses=addresses,
+        gateways=gateways,
+        destinations=destinations,
+        master=master,
+        mode=mode.lower(),
+        mtu=mtu,
+        pod_interface=pod_interface,
+        log_file=log_file,
+        log_level=log_level.lower(),
+        log_format=log_format,
+        nat_backend="nftables",
+        dns=dns or None,
+        prev_result=prev or None,
+        raw=obj,
+    )
+
+
+def valid_ifname(name: str) -> bool:
+    """Linux interface name rules (dev_valid_name): 1-15 bytes, not '.'/'..', no '/', ':' or whitespace."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    if not 1 <= size <= 15 or name in (".", ".."):
+        return False
+    return not any(c in "/:" or c.isspace() or c == "\0" for c in name)
+
+
+def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidConfig(
+            "missing reserved address",
+            "'ip.addresses' must be a non-empty list of CIDRs, e.g. [\"192.168.12.99/24\"]",
+        )
+    result: List[IPInterface] = []
+    for item in value:
+        if not isinstance(item, str) or "/" not in item:
+            raise InvalidConfig(
+                "invalid reserved address",
+                f"{json.dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
+            )
+        try:
+            iface = ipaddress.ip_interface(item.strip())
+        except ValueError:
+            raise InvalidConfig(
+                "invalid reserved address",
+                f"{item[:64]!r} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
+            ) from None
+        if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
+            raise InvalidConfig("invalid reserved address", f"{item!r} cannot be used as a source address")
+        if iface in result:
+            raise InvalidConfig("duplicate reserved address", f"{item!r} appears twice in 'ip.addresses'")
+        result.append(iface)
+    return tuple(result)
+
+
+def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPAddress, ...]:
+    items = value if isinstance(value, list) else [value]
+    if value in (None, "", []):
+        raise InvalidConfig(
+            "missing gateway",
+            "'ip.gateway' is required: the router's default route points at it, e.g. \"192.168.12.1\"",
+        )
+    gateways: List[IPAddress] = []
+    for item in items:
+        try:
+            gw = ipaddress.ip_address(item.strip() if isinstance(item, str) else "")
+        except ValueError:
+            raise InvalidConfig("invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address") from None
+        if any(g.version == gw.version for g in gateways):
+            raise InvalidConfig("invalid gateway", f"'ip.gateway' has more than one IPv{gw.version} gateway")
+        on_link = [a for a in addresses if a.version == gw.version]
+        if not on_link:
+            raise InvalidConfig(
+                "invalid gateway", f"gateway {gw} is IPv{gw.version} but 'ip.addresses' has no IPv{gw.version} address"
+            )
+        if gw in [a.ip for a in on_link]:
+            raise InvalidConfig("invalid gateway", f"gateway {gw} is the reserved address itself")
+        gateways.append(gw)
+    return tuple(gateways)
+
+
+def _parse_mtu(value: Any) -> int:
+    if value in (None, "", 0):
+        return 0
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    if text is None or not text.strip().isdigit():
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)[:32]} is not a whole number")
+    mtu = int(text)
+    if not 68 <= mtu <= 65535:
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{mtu} is outside 68-65535")
+    return mtu
+
+
+def parse_destination(entry: str) -> Destination:
+    """Parse one destination string; raise InvalidConfig quoting it."""
+    fields = entry.split()
+    if len(fields) == 1:
+        return Destination(raw=entry, address=_dest_address(entry, fields[0]))
+    if len(fields) not in (3, 4):
+        raise InvalidConfig("invalid destination", f"{entry!r} has {len(fields)} fields; expected {_GRAMMAR}")
+    port = _port(entry, fields[0], "port")
+    proto = fields[1].lower()
+    if proto not in PROTOCOLS:
+        raise InvalidConfig(
+            "invalid destination", f"{entry!r}: protocol {fields[1]!r} is not tcp, udp or sctp; expected {_GRAMMAR}"
+        )
+    address = _dest_address(entry, fields[2])
+    target = _port(entry, fields[3], "target port") if len(fields) == 4 else None
+    return Destination(raw=entry, address=address, port=port, protocol=proto, target_port=target)
+
+
+def parse_destinations(value: Any, families: Any = (4, 6)) -> Tuple[Destination, ...]:
+    """Parse and cross-check the destination list (fallback last, unique PORT/PROTO, per family)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidConfig("invalid ip.destinations", f"expected a list of strings; expected entries: {_GRAMMAR}")
+    if len(value) > MAX_DESTINATIONS:
+        raise InvalidConfig(
+            "too many destinations", f"{len(value)} entries in 'ip.destinations'; the limit is {MAX_DESTINATIONS}"
+        )
+    result: List[Destination] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidConfig("invalid destination", f"{json.dumps(item)[:64]} is not a string; expected {_GRAMMAR}")
+        if item.strip().startswith("#"):
+            continue  # comment lines, as the legacy EGRESS_DESTINATION grammar allowed
+        if not item.strip():
+            raise InvalidConfig("invalid destination", f"empty entry in 'ip.destinations'; expected {_GRAMMAR}")
+        result.append(parse_destination(item))
+    _cross_check(result, families)
+    return tuple(result)
+
+
+def _append_fallback_ip(dests: Tuple[Destination, ...], value: Any, families: Any) -> Tuple[Destination, ...]:
+    if not isinstance(value, str):
+        raise InvalidConfig("invalid ip.fallbackIP", f"{json.dumps(value)[:64]} is not an IP address")
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise InvalidConfig("invalid ip.fallbackIP", f"{value[:64]!r} is not an IP address") from None
+    fallback = Destination(raw=str(address), address=address)
+    for d in dests:
+        if d.is_fallback and d.version == address.version:
+            raise InvalidConfig(
+                "conflicting fallback",
+                f"both 'ip.fallbackIP' ({value}) and the fallback destination {d.raw!r} are set; keep one",
+            )
+    result = [*dests, fallback]
+    _cross_check(result, families)
+    return tuple(result)
+
+
+def _cross_check(dests: List[Destination], families: Any) -> None:
+    seen: Dict[Tuple[int, int, str], str] = {}
+    fallback_seen: Dict[int, str] = {}
+    for d in dests:
+        if d.version not in families:
+            raise InvalidConfig(
+                "invalid destination",
+                f"{d.raw!r} is IPv{d.version} but 'ip.addresses' has no IPv{d.version} reserved address",
+            )
+        if d.version in fallback_seen:
+            raise InvalidConfig(
+                "invalid destination",
+                f"fallback destination {fallback_seen[d.version]!r} must be the last IPv{d.version} entry, "
+                f"but {d.raw!r} follows it",
+            )
+        if d.is_fallback:
+            fallback_seen[d.version] = d.raw
+            continue
+        assert d.port is not None and d.protocol is not None
+        key = (d.version, d.port, d.protocol)
+        if key in seen:
+            raise InvalidConfig(
+                "duplicate destination port",
+                f"{d.raw!r} and {seen[key]!r} both redirect {d.protocol} port {d.port}; each PORT PROTO pair may appear once",
+            )
+        seen[key] = d.raw
+
+
+def _port(entry: str, text: str, what: str) -> int:
+    if not _PORT_RE.match(text) or not 1 <= int(text) <= 65535:
+        raise InvalidConfig("invalid destination", f"{entry!r}: {what} {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _dest_address(entry: str, text: str) -> IPAddress:
+    try:
+        # The upstream docs show "203.0.113.26/30": the prefix is accepted, the
+        # DNAT target is the address itself.
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise InvalidConfig(
+            "invalid destination", f"{entry!r}: {text!r} is not an IP address; expected {_GRAMMAR}"
+        ) from None
+    if iface.ip.is_unspecified or iface.ip.is_multicast:
+        raise InvalidConfig("invalid destination", f"{entry!r}: {iface.ip} cannot be a DNAT target")
+    return iface.ip
+
+
+def parse_cni_args(value: str) -> Dict[str, str]:
+    """Parse CNI_ARGS 'K=V;K=V'. Unknown keys are kept (and ignored by callers): Kubernetes sends K8S_POD_*."""
+    args: Dict[str, str] = {}
+    for pair in value.split(";"):
+        if not pair:
+            continue
+        key, sep, val = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"invalid CNI_ARGS pair {pair[:64]!r}: expected KEY=VALUE")
+        args[key] = val
+    return args

@@ -1,0 +1,30 @@
+"""NAT backends behind one small interface."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Protocol, Union
+
+from .rules import Rule
+
+
+class NatBackend(Protocol):
+    name: str
+
+    def install(self, rules: List[Rule], families: List[int]) -> None: ...
+
+    def remove(self, families: List[int]) -> None: ...
+
+    def describe(self, rule: Rule) -> str: ...
+
+    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]: ...
+
+    def available(self) -> None: ...
+
+
+def get_backend(name: str) -> NatBackend:
+    """The backend for a config's natBackend value (imported lazily)."""
+    if name in ("nftables", "auto"):
+        from .nftables import NftablesBackend
+
+        return NftablesBackend()
+    raise ValueError(f"unknown NAT backend {name!r}")

@@ -1,0 +1,156 @@
+"""The default NAT backend: nftables, one atomic batch, a table the plugin owns.
+
+libnftables (the library behind `nft`) is loaded with ctypes by its fixed
+soname and runs in-process; where it is missing, `nft -f -` is spawned.
+Either acts on the network namespace the process is in when it is called.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any, List, Optional, Union
+
+from ..errors import NatError, NotAvailable
+from .. import spawn
+from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_text
+from .rules import DnatRule, Rule, SnatRule
+
+NFT_CTX_OUTPUT_JSON = 1 << 4
+_lib: Any = None
+
+
+def _library() -> Any:
+    global _lib
+    if _lib is None:
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL("libnftables.so.1")
+        except OSError:
+            _lib = False
+            return _lib
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        _lib = lib
+    return _lib
+
+
+def nft(commands: str, json_output: bool = False) -> str:
+    """Run an nft batch in the current network namespace; return its output or raise NatError."""
+    lib = _library()
+    if lib:
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise NatError("failed to run nftables", "nft_ctx_new failed")
+        try:
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            if json_output:
+                lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+            rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
+            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
+            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
+        finally:
+            lib.nft_ctx_free(ctx)
+        if rc != 0:
+            raise NatError("nftables rejected the change", err.strip() or f"nft returned {rc}")
+        return out
+    tool = spawn.find_tool("nft")
+    if tool is None:
+        raise NotAvailable(
+            "nftables is not available", "neither libnftables.so.1 nor the nft tool was found on the node"
+        )
+    argv = (tool, "-j", "-f", "-") if json_output else (tool, "-f", "-")
+    status, out_b, err_b = spawn.run(argv, commands.encode())
+    if status != 0:
+        raise NatError("nftables rejected the change", err_b.decode("utf-8", "replace").strip())
+    return out_b.decode("utf-8", "replace")
+
+
+class NftablesBackend:
+    """Install, remove, list and verify the router's NAT rules with nftables."""
+
+    name = "nftables"
+
+    def install(self, rules: List[Rule], families: List[int]) -> None:
+        nft(render_install(rules, families))
+
+    def remove(self, families: List[int]) -> None:
+        nft(render_remove(families))
+
+    def describe(self, rule: Rule) -> str:
+        return f"Added nftables rule: {rule_text(rule)}"
+
+    def exists(self, family: int) -> bool:
+        try:
+            nft(f"list table {FAMILIES[family]} {TABLE}", json_output=True)
+        except NatError:
+            return False
+        return True
+
+    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+        """The rules in the plugin's tables (unrecognised ones as text), or None if no table exists."""
+        found: List[Union[Rule, str]] = []
+        any_table = False
+        for family in families:
+            try:
+                out = nft(f"list table {FAMILIES[family]} {TABLE}", json_output=True)
+            except NatError:
+                continue
+            any_table = True
+            for item in json.loads(out).get("nftables", []):
+                rule = item.get("rule")
+                if rule is not None:
+                    found.append(_parse_rule(family, rule))
+        return found if any_table else None
+
+    def available(self) -> None:
+        """Raise NotAvailable when nftables cannot be used here."""
+        nft("list tables")
+
+
+def _parse_rule(family: int, rule: Any) -> Union[Rule, str]:
+    """Map an nft JSON rule back to our rule types; anything else is returned as a short text."""
+    exprs = rule.get("expr", [])
+    iface = proto = None
+    port = None
+    try:
+        for expr in exprs:
+            if "match" in expr:
+                left, right = expr["match"]["left"], expr["match"]["right"]
+                if "meta" in left and left["meta"]["key"] in ("iifname", "oifname"):
+                    iface = (left["meta"]["key"], right)
+                elif "payload" in left and left["payload"].get("field") == "dport":
+                    proto, port = left["payload"]["protocol"], int(right)
+                else:
+                    raise ValueError
+            elif "dnat" in expr and iface and iface[0] == "iifname" and rule["chain"] == "prerouting":
+                d = expr["dnat"]
+                return DnatRule(
+                    family=family,
+                    in_iface=iface[1],
+                    to_addr=ipaddress.ip_address(d["addr"]),
+                    protocol=proto,
+                    port=port,
+                    to_port=int(d["port"]) if "port" in d else None,
+                )
+            elif "snat" in expr and iface and iface[0] == "oifname" and rule["chain"] == "postrouting":
+                if proto is not None or "port" in expr["snat"]:
+                    raise ValueError
+                return SnatRule(family=family, out_iface=iface[1], to_addr=ipaddress.ip_address(expr["snat"]["addr"]))
+            else:
+                raise ValueError
+    except (KeyError, TypeError, ValueError):
+        pass
+    return f"{rule.get('chain', '?')}: " + json.dumps(exprs)[:200]

@@ -1,0 +1,53 @@
+"""Render the rules as one nftables batch (pure), in a table the plugin owns."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from .rules import DnatRule, Rule, SnatRule, dnat_target
+
+TABLE = "egress_cni"  # the upstream plugin's table name, familiar to operators
+FAMILIES: Dict[int, str] = {4: "ip", 6: "ip6"}
+
+
+def rule_text(rule: Rule) -> str:
+    """One rule in nft syntax, e.g. 'iifname "eth0" tcp dport 8080 dnat to 203.0.113.26:80'."""
+    if isinstance(rule, SnatRule):
+        return f'oifname "{rule.out_iface}" snat to {rule.to_addr}'
+    match = f" {rule.protocol} dport {rule.port}" if rule.protocol else ""
+    return f'iifname "{rule.in_iface}"{match} dnat to {dnat_target(rule)}'
+
+
+def chain_of(rule: Rule) -> str:
+    return "prerouting" if isinstance(rule, DnatRule) else "postrouting"
+
+
+def render_install(rules: List[Rule], families: List[int]) -> str:
+    """A batch that (re)creates the table of each family with exactly these rules, atomically."""
+    lines: List[str] = []
+    for family in families:
+        fam = FAMILIES[family]
+        # "add" then "delete" makes the batch valid whether or not a table exists:
+        # the whole batch commits or nothing does.
+        lines.append(f"add table {fam} {TABLE}")
+        lines.append(f"delete table {fam} {TABLE}")
+        lines.append(f"add table {fam} {TABLE}")
+        lines.append(
+            f"add chain {fam} {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
+        )
+        lines.append(
+            f"add chain {fam} {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
+        )
+        for rule in rules:
+            if rule.family == family:
+                lines.append(f"add rule {fam} {TABLE} {chain_of(rule)} {rule_text(rule)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_remove(families: List[int]) -> str:
+    lines: List[str] = []
+    for family in families:
+        fam = FAMILIES[family]
+        lines.append(f"add table {fam} {TABLE}")
+        lines.append(f"delete table {fam} {TABLE}")
+    return "\n".join(lines) + "\n"

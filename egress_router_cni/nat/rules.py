@@ -1,0 +1,91 @@
+"""The NAT rules of a router, as data (pure): one DNAT per destination, one SNAT per family."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+from ..config import IPAddress, NetConf
+from ..errors import InvalidConfig
+
+# Interface names end up inside rule text; the kernel allows almost any byte,
+# a rule language does not. Runtimes use names like eth0, net1, eth1.
+_SAFE_IFNAME = re.compile(r"^[A-Za-z0-9_.\-@+]{1,15}$")
+
+
+@dataclass(frozen=True)
+class DnatRule:
+    """Traffic arriving on in_iface [PROTO dport PORT] is sent to to_addr[:to_port]."""
+
+    family: int
+    in_iface: str
+    to_addr: IPAddress
+    protocol: Optional[str] = None
+    port: Optional[int] = None
+    to_port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SnatRule:
+    """Traffic leaving out_iface gets the reserved source address."""
+
+    family: int
+    out_iface: str
+    to_addr: IPAddress
+
+
+Rule = Union[DnatRule, SnatRule]
+
+
+def check_ifname_for_rules(name: str, what: str) -> str:
+    if not _SAFE_IFNAME.match(name):
+        raise InvalidConfig(
+            f"unsupported {what}", f"{name!r}: NAT rules need names made of letters, digits and _ . - @ +"
+        )
+    return name
+
+
+def build_rules(conf: NetConf, ifname: str) -> List[Rule]:
+    """DNAT rules in destination order (first match wins), then the SNAT rule, for each family."""
+    pod_if = check_ifname_for_rules(conf.pod_interface, "podInterface")
+    router_if = check_ifname_for_rules(ifname, "interface name")
+    rules: List[Rule] = []
+    for family in conf.families():
+        source = conf.address_for(family)
+        assert source is not None
+        for d in conf.destinations:
+            if d.version == family:
+                rules.append(
+                    DnatRule(
+                        family=family,
+                        in_iface=pod_if,
+                        to_addr=d.address,
+                        protocol=d.protocol,
+                        port=d.port,
+                        to_port=d.target_port,
+                    )
+                )
+        rules.append(SnatRule(family=family, out_iface=router_if, to_addr=source.ip))
+    return rules
+
+
+def iptables_spelling(rule: Rule) -> str:
+    """The upstream plugin's log spelling of a rule, as in the product page's log."""
+    if isinstance(rule, SnatRule):
+        return f"iptables -t nat -o {rule.out_iface} -j SNAT --to-source {rule.to_addr}"
+    cmd = "iptables" if rule.family == 4 else "ip6tables"
+    match = f" -p {rule.protocol.upper()} --dport {rule.port}" if rule.protocol else ""
+    return f"{cmd} -t nat PREROUTING -i {rule.in_iface}{match} -j DNAT --to-destination {_target(rule)}"
+
+
+def _target(rule: DnatRule) -> str:
+    if rule.to_port is None:
+        return str(rule.to_addr)
+    if rule.family == 6:
+        return f"[{rule.to_addr}]:{rule.to_port}"
+    return f"{rule.to_addr}:{rule.to_port}"
+
+
+def dnat_target(rule: DnatRule) -> str:
+    return _target(rule)

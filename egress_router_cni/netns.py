@@ -1,0 +1,125 @@
+"""Network namespaces: opened by path (never created) and entered with setns(2)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any, Optional, Tuple
+
+from .errors import InvalidNetns, UnknownContainer
+
+CLONE_NEWNET = 0x40000000
+_libc: Any = None
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        # Fixed soname: ctypes.util.find_library would spawn ldconfig on every exec.
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def identity(fd: int) -> Tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+class NetNS:
+    """An open handle on a network namespace, plus a handle on the one we started in.
+
+    `with NetNS(path) as ns:` opens both; `ns.enter()` switches this (single-
+    threaded) process into the namespace and `ns.leave()` switches back. The
+    process is returned to its own namespace on exit whatever happened.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.home_fd = -1
+        self.inside = False
+
+    def open(self) -> NetNS:
+        try:
+            # O_RDONLY without O_CREAT: a missing path is an error, never a new namespace.
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UnknownContainer(
+                "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
+            ) from None
+        except OSError as e:
+            raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
+        self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)) or not _is_netns(self.fd):
+            self.close()
+            raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
+        if identity(self.fd) == identity(self.home_fd):
+            self.close()
+            # A stale /proc/<pid>/ns/net can point at the node's own namespace
+            # (containernetworking/plugins#714): configuring it would break the node.
+            raise InvalidNetns(
+                "refusing to configure the node's own network namespace",
+                f"CNI_NETNS {self.path!r} is the namespace the plugin runs in",
+            )
+        return self
+
+    def enter(self) -> None:
+        if not self.inside:
+            _setns(self.fd)
+            self.inside = True
+
+    def leave(self) -> None:
+        if self.inside:
+            _setns(self.home_fd)
+            self.inside = False
+
+    def close(self) -> None:
+        try:
+            self.leave()
+        finally:
+            for attr in ("fd", "home_fd"):
+                fd = getattr(self, attr)
+                if fd >= 0:
+                    os.close(fd)
+                    setattr(self, attr, -1)
+
+    def __enter__(self) -> NetNS:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_netns(fd: int) -> bool:
+    """True when fd is a network namespace (NS_GET_NSTYPE ioctl; older kernels: assume yes)."""
+    import fcntl
+
+    ns_get_nstype = 0xB703
+    try:
+        return fcntl.ioctl(fd, ns_get_nstype) == CLONE_NEWNET
+    except OSError as e:
+        if e.errno in (errno.ENOTTY, errno.EINVAL):
+            return False
+        return True
+
+
+def open_optional(path: str) -> Optional[NetNS]:
+    """Open path for DEL: None when it is empty or gone (DEL must then succeed)."""
+    if not path:
+        return None
+    ns = NetNS(path)
+    try:
+        return ns.open()
+    except UnknownContainer:
+        return None

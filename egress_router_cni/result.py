@@ -1,0 +1,144 @@
+"""CNI results: built in the current (1.1.0) shape, printed in the config's cniVersion."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .errors import DecodingFailure, InvalidConfig
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mac: str = ""
+    sandbox: str = ""
+
+
+@dataclass(frozen=True)
+class IPConfig:
+    address: str  # CIDR, e.g. "192.168.12.99/24"
+    gateway: str = ""
+    interface: Optional[int] = None
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_interface(self.address).version
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str
+    gw: str = ""
+
+
+@dataclass
+class Result:
+    interfaces: List[Interface] = field(default_factory=list)
+    ips: List[IPConfig] = field(default_factory=list)
+    routes: List[Route] = field(default_factory=list)
+    dns: Optional[Dict[str, Any]] = None
+
+    def to_dict(self, cni_version: str) -> Dict[str, Any]:
+        """Render in exactly the format of cni_version, with that cniVersion string."""
+        if cni_version in ("0.1.0", "0.2.0"):
+            return self._to_020(cni_version)
+        out: Dict[str, Any] = {"cniVersion": cni_version}
+        if self.interfaces:
+            out["interfaces"] = [_iface_dict(i) for i in self.interfaces]
+        ips = []
+        for ip in self.ips:
+            entry: Dict[str, Any] = {}
+            if cni_version in ("0.3.0", "0.3.1", "0.4.0"):
+                entry["version"] = str(ip.version)
+            entry["address"] = ip.address
+            if ip.gateway:
+                entry["gateway"] = ip.gateway
+            if ip.interface is not None:
+                entry["interface"] = ip.interface
+            ips.append(entry)
+        if ips:
+            out["ips"] = ips
+        if self.routes:
+            out["routes"] = [_route_dict(r) for r in self.routes]
+        out["dns"] = dict(self.dns) if self.dns else {}
+        return out
+
+    def _to_020(self, cni_version: str) -> Dict[str, Any]:
+        # 0.1/0.2 carry only the first IP of each family (types020 conversion);
+        # routes are split by family.
+        out: Dict[str, Any] = {"cniVersion": cni_version}
+        for version, key in ((4, "ip4"), (6, "ip6")):
+            first = next((ip for ip in self.ips if ip.version == version), None)
+            if first is None:
+                continue
+            block: Dict[str, Any] = {"ip": first.address}
+            if first.gateway:
+                block["gateway"] = first.gateway
+            routes = [_route_dict(r) for r in self.routes if ipaddress.ip_network(r.dst).version == version]
+            if routes:
+                block["routes"] = routes
+            out[key] = block
+        if "ip4" not in out and "ip6" not in out:
+            raise InvalidConfig("cannot convert: no valid IP addresses", f"result for cniVersion {cni_version}")
+        if self.dns:
+            out["dns"] = dict(self.dns)
+        return out
+
+
+def _iface_dict(i: Interface) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"name": i.name}
+    if i.mac:
+        d["mac"] = i.mac
+    if i.sandbox:
+        d["sandbox"] = i.sandbox
+    return d
+
+
+def _route_dict(r: Route) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"dst": r.dst}
+    if r.gw:
+        d["gw"] = r.gw
+    return d
+
+
+def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
+    """Parse a prevResult given in cni_version's format into the current shape."""
+    try:
+        if cni_version in ("0.1.0", "0.2.0") or ("ip4" in data or "ip6" in data) and "ips" not in data:
+            return _parse_020(data)
+        interfaces = [
+            Interface(name=str(i["name"]), mac=str(i.get("mac", "")), sandbox=str(i.get("sandbox", "")))
+            for i in data.get("interfaces") or []
+        ]
+        ips = []
+        for ip in data.get("ips") or []:
+            ipaddress.ip_interface(ip["address"])
+            index = ip.get("interface")
+            ips.append(
+                IPConfig(
+                    address=str(ip["address"]),
+                    gateway=str(ip.get("gateway", "") or ""),
+                    interface=int(index) if index is not None else None,
+                )
+            )
+        routes = [Route(dst=str(r["dst"]), gw=str(r.get("gw", "") or "")) for r in data.get("routes") or []]
+        dns = data.get("dns") or None
+        return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns if isinstance(dns, dict) else None)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DecodingFailure("failed to parse prevResult", f"{type(e).__name__}: {e}") from None
+
+
+def _parse_020(data: Dict[str, Any]) -> Result:
+    result = Result()
+    for key in ("ip4", "ip6"):
+        block = data.get(key)
+        if not block:
+            continue
+        ipaddress.ip_interface(block["ip"])
+        result.ips.append(IPConfig(address=block["ip"], gateway=block.get("gateway", "") or ""))
+        result.routes.extend(Route(dst=r["dst"], gw=r.get("gw", "") or "") for r in block.get("routes") or [])
+    dns = data.get("dns")
+    result.dns = dns if isinstance(dns, dict) and dns else None
+    return result
