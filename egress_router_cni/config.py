@@ -104,9 +104,7 @@ def decode_json(data: bytes) -> Dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise DecodingFailure("error unmarshalling network config", str(e)) from None
     if not isinstance(obj, dict):
-        raise DecodingFailure(
-            "error unmarshalling network config", f"expected a JSON object, got {type(obj).__name__}"
-        )
+        raise DecodingFailure("error unmarshalling network config", f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
@@ -143,7 +141,9 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     plugin_type = obj.get("type")
     if plugin_type not in (None, "egress-router"):
         # cnitool/libcni dispatch on "type"; anything else reaching us is a mis-wired config.
-        raise InvalidConfig("unexpected plugin type", f"'type' is {json.dumps(plugin_type)[:64]}, expected 'egress-router'")
+        raise InvalidConfig(
+            "unexpected plugin type", f"'type' is {json.dumps(plugin_type)[:64]}, expected 'egress-router'"
+        )
     for key in ("podIP", "ipConfig"):
         if key in obj:
             raise UnsupportedField(
@@ -161,8 +161,8 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     if not isinstance(ip, dict):
         raise InvalidConfig(
             "missing 'ip' object",
-            "the config needs \"ip\": {\"addresses\": [\"192.168.12.99/24\"], \"gateway\": \"192.168.12.1\", "
-            "\"destinations\": [...]}",
+            'the config needs "ip": {"addresses": ["192.168.12.99/24"], "gateway": "192.168.12.1", '
+            '"destinations": [...]}',
         )
     addresses = _parse_addresses(ip.get("addresses"))
     families = {a.version for a in addresses}
@@ -192,17 +192,13 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
         raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
     log_level = obj.get("log_level") or "debug"
     if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
-        raise InvalidConfig(
-            "invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}"
-        )
+        raise InvalidConfig("invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}")
     log_format = obj.get("log_format") or "text"
     if log_format not in ("text", "json"):
         raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
     backend = obj.get("natBackend") or "auto"
     if backend not in NAT_BACKENDS:
-        raise InvalidConfig(
-            "invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}"
-        )
+        raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
     dns = obj.get("dns")
     if dns is not None and not isinstance(dns, dict):
         raise InvalidConfig("invalid dns", "'dns' must be an object (nameservers, domain, search, options)")
@@ -280,13 +276,16 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
         try:
             gw = ipaddress.ip_address(item.strip() if isinstance(item, str) else "")
         except ValueError:
-            raise InvalidConfig("invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address") from None
+            raise InvalidConfig(
+                "invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address"
+            ) from None
         if any(g.version == gw.version for g in gateways):
             raise InvalidConfig("invalid gateway", f"'ip.gateway' has more than one IPv{gw.version} gateway")
         on_link = [a for a in addresses if a.version == gw.version]
         if not on_link:
             raise InvalidConfig(
-                "invalid gateway", f"gateway {gw} is IPv{gw.version} but 'ip.addresses' has no IPv{gw.version} address"
+                "invalid gateway",
+                f"gateway {gw} is IPv{gw.version} but 'ip.addresses' has no IPv{gw.version} address",
             )
         if gw in [a.ip for a in on_link]:
             raise InvalidConfig("invalid gateway", f"gateway {gw} is the reserved address itself")
@@ -317,7 +316,8 @@ def parse_destination(entry: str) -> Destination:
     proto = fields[1].lower()
     if proto not in PROTOCOLS:
         raise InvalidConfig(
-            "invalid destination", f"{entry!r}: protocol {fields[1]!r} is not tcp, udp or sctp; expected {_GRAMMAR}"
+            "invalid destination",
+            f"{entry!r}: protocol {fields[1]!r} is not tcp, udp or sctp; expected {_GRAMMAR}",
         )
     address = _dest_address(entry, fields[2])
     target = _port(entry, fields[3], "target port") if len(fields) == 4 else None
@@ -332,7 +332,8 @@ def parse_destinations(value: Any, families: Any = (4, 6)) -> Tuple[Destination,
         raise InvalidConfig("invalid ip.destinations", f"expected a list of strings; expected entries: {_GRAMMAR}")
     if len(value) > MAX_DESTINATIONS:
         raise InvalidConfig(
-            "too many destinations", f"{len(value)} entries in 'ip.destinations'; the limit is {MAX_DESTINATIONS}"
+            "too many destinations",
+            f"{len(value)} entries in 'ip.destinations'; the limit is {MAX_DESTINATIONS}",
         )
     result: List[Destination] = []
     for item in value:
@@ -389,7 +390,8 @@ def _cross_check(dests: List[Destination], families: Any) -> None:
         if key in seen:
             raise InvalidConfig(
                 "duplicate destination port",
-                f"{d.raw!r} and {seen[key]!r} both redirect {d.protocol} port {d.port}; each PORT PROTO pair may appear once",
+                f"{d.raw!r} and {seen[key]!r} both redirect {d.protocol} port {d.port}; "
+                "each PORT PROTO pair may appear once",
             )
         seen[key] = d.raw
 

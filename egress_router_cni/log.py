@@ -7,6 +7,7 @@ stderr and never fails the CNI operation.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -90,10 +91,8 @@ class PluginLog:
         self._open()
 
     def _warn(self, text: str) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not fail the operation
             self.stderr.write(f"egress-router: warning: {text}\n")
-        except (OSError, ValueError):
-            pass
 
     def _open(self) -> None:
         try:

@@ -109,9 +109,8 @@ def _is_netns(fd: int) -> bool:
     try:
         return fcntl.ioctl(fd, ns_get_nstype) == CLONE_NEWNET
     except OSError as e:
-        if e.errno in (errno.ENOTTY, errno.EINVAL):
-            return False
-        return True
+        # ENOTTY/EINVAL: not an nsfs file. Anything else: a kernel without the ioctl.
+        return e.errno not in (errno.ENOTTY, errno.EINVAL)
 
 
 def open_optional(path: str) -> Optional[NetNS]:

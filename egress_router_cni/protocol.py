@@ -96,7 +96,8 @@ def read_request(environ: Mapping[str, str], stdin: IO[bytes]) -> CmdArgs:
     minimum = _MIN_VERSION.get(command)
     if minimum and SUPPORTED_VERSIONS.index(version) < SUPPORTED_VERSIONS.index(minimum):
         raise IncompatibleVersion(
-            f"config version does not allow {command}", f"config is {version!r}; {command} needs {minimum} or later"
+            f"config version does not allow {command}",
+            f"config is {version!r}; {command} needs {minimum} or later",
         )
     return CmdArgs(
         command=command,
@@ -139,7 +140,7 @@ def run(
         _emit(stdout, error_document(e, cni_version))
         stderr.write(f"egress-router: {e}\n")
         return 1
-    except Exception as e:  # noqa: BLE001 - the contract demands JSON, never a bare traceback
+    except Exception as e:
         stderr.write(traceback.format_exc())
         err = CniError(f"internal error: {type(e).__name__}: {e}", code=ErrorCode.INTERNAL)
         _emit(stdout, error_document(err, cni_version))

@@ -106,7 +106,7 @@ def _route_dict(r: Route) -> Dict[str, Any]:
 def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
     """Parse a prevResult given in cni_version's format into the current shape."""
     try:
-        if cni_version in ("0.1.0", "0.2.0") or ("ip4" in data or "ip6" in data) and "ips" not in data:
+        if cni_version in ("0.1.0", "0.2.0") or (("ip4" in data or "ip6" in data) and "ips" not in data):
             return _parse_020(data)
         interfaces = [
             Interface(name=str(i["name"]), mac=str(i.get("mac", "")), sandbox=str(i.get("sandbox", "")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
 def host_environ() -> Dict[str, str]:
@@ -54,7 +54,7 @@ def run(argv: Tuple[str, ...], stdin_data: bytes = b"") -> Tuple[int, bytes, byt
             in_w = -1
         sel.register(out_r, selectors.EVENT_READ)
         sel.register(err_r, selectors.EVENT_READ)
-        chunks = {out_r: [], err_r: []}  # type: Dict[int, list]
+        chunks: Dict[int, List[bytes]] = {out_r: [], err_r: []}
         open_readers = 2
         while open_readers:
             for key, _ in sel.select():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, IO
+from typing import IO, Any, Dict
 
 import click
 

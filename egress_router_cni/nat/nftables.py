@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any, List, Optional, Union
 
-from ..errors import NatError, NotAvailable
 from .. import spawn
+from ..errors import NatError, NotAvailable
 from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_text
 from .rules import DnatRule, Rule, SnatRule
 
@@ -83,8 +84,21 @@ class NftablesBackend:
 
     name = "nftables"
 
-    def install(self, rules: List[Rule], families: List[int]) -> None:
-        nft(render_install(rules, families))
+    def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
+        nft(render_install(rules, families, note))
+
+    def note(self, families: List[int]) -> Optional[str]:
+        """The note stored with the rules at install time (the table comment), if any."""
+        for family in families:
+            try:
+                out = nft(f"list table {FAMILIES[family]} {TABLE}")
+            except NatError:
+                continue
+            # nft 1.0.x leaves table comments out of its JSON output: read the text form.
+            match = re.search(r'^\s*comment "([^"]*)"', out, re.MULTILINE)
+            if match:
+                return match.group(1)
+        return None
 
     def remove(self, families: List[int]) -> None:
         nft(render_remove(families))
@@ -154,3 +168,8 @@ def _parse_rule(family: int, rule: Any) -> Union[Rule, str]:
     except (KeyError, TypeError, ValueError):
         pass
     return f"{rule.get('chain', '?')}: " + json.dumps(exprs)[:200]
+
+
+def nftables_present() -> bool:
+    """True when nft rules can be loaded here (library or tool), without touching any ruleset."""
+    return bool(_library()) or spawn.find_tool("nft") is not None

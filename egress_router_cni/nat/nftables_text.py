@@ -22,8 +22,14 @@ def chain_of(rule: Rule) -> str:
     return "prerouting" if isinstance(rule, DnatRule) else "postrouting"
 
 
-def render_install(rules: List[Rule], families: List[int]) -> str:
-    """A batch that (re)creates the table of each family with exactly these rules, atomically."""
+def render_install(rules: List[Rule], families: List[int], note: str = "") -> str:
+    """A batch that (re)creates the table of each family with exactly these rules, atomically.
+
+    note becomes the table's comment: a second copy (beside the link alias) of
+    what DEL needs to restore, readable even if the link was deleted by hand.
+    """
+    if '"' in note or "\n" in note:
+        raise ValueError("table note must not contain quotes or newlines")
     lines: List[str] = []
     for family in families:
         fam = FAMILIES[family]
@@ -31,7 +37,7 @@ def render_install(rules: List[Rule], families: List[int]) -> str:
         # the whole batch commits or nothing does.
         lines.append(f"add table {fam} {TABLE}")
         lines.append(f"delete table {fam} {TABLE}")
-        lines.append(f"add table {fam} {TABLE}")
+        lines.append(f"add table {fam} {TABLE}" + (f' {{ comment "{note}"; }}' if note else ""))
         lines.append(
             f"add chain {fam} {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
         )

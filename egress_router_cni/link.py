@@ -1,0 +1,210 @@
+"""The router's macvlan link: created under a temporary name, moved and renamed, found again for DEL."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .errors import InterfaceExists, InvalidConfig, LinkError
+from .netlink import (
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    Netlink,
+    NetlinkError,
+)
+
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+# Marks links this plugin created; carries what DEL needs to undo an ADD even
+# after a crash (the original forwarding sysctls), in the kernel itself.
+ALIAS_PREFIX = "egress-router "
+TEMP_NAME_RE = re.compile(r"^egr[0-9a-f]{8}$")
+IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    index: int
+    name: str
+    mac: str
+    mtu: int
+    kind: Optional[str]
+    alias: str
+    up: bool
+    parent_index: Optional[int]
+    macvlan_mode: Optional[int]
+
+    def owner_state(self) -> Optional[Dict[str, Any]]:
+        """The state record in the alias, or None when this link is not ours."""
+        if not self.alias.startswith(ALIAS_PREFIX):
+            return None
+        try:
+            state = json.loads(self.alias[len(ALIAS_PREFIX) :])
+        except ValueError:
+            return None
+        return state if isinstance(state, dict) else None
+
+
+def owner_id(container_id: str) -> str:
+    """A short, fixed-size stand-in for the container id (ids have no length limit; aliases do)."""
+    return hashlib.sha256(container_id.encode()).hexdigest()[:16]
+
+
+def _info(msg: Any) -> LinkInfo:
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    kind = mode = None
+    if linkinfo is not None:
+        kind = linkinfo.get_attr("IFLA_INFO_KIND")
+        data = linkinfo.get_attr("IFLA_INFO_DATA")
+        if kind == "macvlan" and data is not None:
+            raw = data.get_attr("IFLA_MACVLAN_MODE")
+            # pyroute2 decodes known modes to their names.
+            mode = MACVLAN_MODES.get(raw) if isinstance(raw, str) else raw
+    return LinkInfo(
+        index=msg["index"],
+        name=msg.get_attr("IFLA_IFNAME") or "",
+        mac=msg.get_attr("IFLA_ADDRESS") or "",
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        kind=kind,
+        alias=msg.get_attr("IFLA_IFALIAS") or "",
+        up=bool(msg["flags"] & IFF_UP),
+        parent_index=msg.get_attr("IFLA_LINK"),
+        macvlan_mode=mode,
+    )
+
+
+def get_link(nl: Netlink, name: str) -> Optional[LinkInfo]:
+    """The link called name in nl's namespace, or None."""
+    msg = nl.message(RTM_NEWLINK, {"index": 0}, [("IFLA_IFNAME", name)])
+    try:
+        replies = nl.request(RTM_GETLINK, msg)
+    except NetlinkError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise
+    return _info(replies[0]) if replies else None
+
+
+def list_links(nl: Netlink) -> List[LinkInfo]:
+    return [_info(m) for m in nl.dump(RTM_GETLINK, nl.message(RTM_NEWLINK, {"index": 0}))]
+
+
+def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
+    """Links of this attachment: alias names our owner id, or a temporary name left by a crash."""
+    found = []
+    for link in list_links(nl):
+        state = link.owner_state()
+        if (state is not None and state.get("owner") == owner) or (
+            TEMP_NAME_RE.match(link.name) and link.kind == "macvlan" and not link.alias
+        ):
+            found.append(link)
+    return found
+
+
+def resolve_master(nl: Netlink, name: Optional[str], default_route_ifindex: Optional[int]) -> LinkInfo:
+    """The node interface to attach the macvlan to: the configured one or the default route's."""
+    if name:
+        link = get_link(nl, name)
+        if link is None:
+            raise InvalidConfig(
+                "master interface not found",
+                f"interfaceArgs.master {name!r} does not exist in the node's network namespace",
+            )
+    else:
+        if default_route_ifindex is None:
+            raise InvalidConfig(
+                "no master interface",
+                "interfaceArgs.master is not set and the node has no default route to pick one from",
+            )
+        link = next((li for li in list_links(nl) if li.index == default_route_ifindex), None)
+        if link is None:
+            raise InvalidConfig("no master interface", "the node's default route points at no interface")
+    if link.name == "lo":
+        raise InvalidConfig("invalid master interface", "the loopback interface cannot carry a macvlan")
+    return link
+
+
+def create_macvlan(host: Netlink, pod: Netlink, master: LinkInfo, pod_fd: int, mode: str, mtu: int) -> LinkInfo:
+    """Create a macvlan on master directly inside the pod namespace under a random temporary name.
+
+    The final name is set afterwards by rename_link: a device is named in the
+    namespace that creates it too, so creating it as "eth0"/"net1" would collide
+    with the node's own interfaces (containernetworking/cni#32).
+    """
+    last: Optional[NetlinkError] = None
+    for _ in range(10):
+        temp = "egr" + os.urandom(4).hex()
+        attrs: List[Any] = [
+            ("IFLA_IFNAME", temp),
+            ("IFLA_LINK", master.index),
+            ("IFLA_NET_NS_FD", pod_fd),
+            (
+                "IFLA_LINKINFO",
+                {
+                    "attrs": [
+                        ("IFLA_INFO_KIND", "macvlan"),
+                        ("IFLA_INFO_DATA", {"attrs": [("IFLA_MACVLAN_MODE", MACVLAN_MODES[mode])]}),
+                    ]
+                },
+            ),
+        ]
+        if mtu:
+            attrs.append(("IFLA_MTU", mtu))
+        msg = host.message(RTM_NEWLINK, {"index": 0, "family": socket.AF_UNSPEC}, attrs)
+        try:
+            host.request(RTM_NEWLINK, msg, NLM_F_CREATE | NLM_F_EXCL)
+        except NetlinkError as e:
+            if e.errno == errno.EEXIST:
+                last = e
+                continue  # the random name is taken: try another
+            raise LinkError(f"failed to create macvlan on master {master.name!r}", str(e)) from e
+        link = get_link(pod, temp)
+        if link is None:
+            raise LinkError("failed to create macvlan", f"{temp!r} did not appear in the pod namespace")
+        return link
+    raise LinkError("failed to create macvlan", f"no free temporary name after 10 tries: {last}")
+
+
+def rename_link(pod: Netlink, link: LinkInfo, name: str, alias: str) -> LinkInfo:
+    """Give the (down) link its final name and our ownership alias in one request."""
+    msg = pod.message(RTM_NEWLINK, {"index": link.index}, [("IFLA_IFNAME", name), ("IFLA_IFALIAS", alias)])
+    try:
+        pod.request(RTM_NEWLINK, msg)
+    except NetlinkError as e:
+        if e.errno == errno.EEXIST:
+            raise InterfaceExists(
+                f"interface {name!r} already exists in the pod",
+                "it was created concurrently; it is left untouched",
+            ) from e
+        raise LinkError(f"failed to rename macvlan to {name!r}", str(e)) from e
+    renamed = get_link(pod, name)
+    if renamed is None:
+        raise LinkError(f"failed to rename macvlan to {name!r}", "the link vanished")
+    return renamed
+
+
+def set_up(pod: Netlink, link: LinkInfo) -> None:
+    msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": IFF_UP, "change": IFF_UP})
+    try:
+        pod.request(RTM_NEWLINK, msg)
+    except NetlinkError as e:
+        raise LinkError(f"failed to bring {link.name!r} up", str(e)) from e
+
+
+def delete_link(nl: Netlink, index: int) -> bool:
+    """Delete a link by index; False when it is already gone."""
+    try:
+        nl.request(RTM_DELLINK, nl.message(RTM_NEWLINK, {"index": index}))
+    except NetlinkError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise LinkError("failed to delete link", str(e)) from e
+    return True
