@@ -88,6 +88,10 @@ class NetConf:
                 seen.append(a.version)
         return tuple(seen)
 
+    def routed_families(self) -> Tuple[int, ...]:
+        """Families with a gateway: they get the default route, forwarding and NAT."""
+        return tuple(f for f in self.families() if self.gateway_for(f) is not None)
+
     def address_for(self, version: int) -> Optional[IPInterface]:
         """The reserved address of a family used for SNAT: the first one configured."""
         return next((a for a in self.addresses if a.version == version), None)
@@ -165,8 +169,9 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
             '"destinations": [...]}',
         )
     addresses = _parse_addresses(ip.get("addresses"))
-    families = {a.version for a in addresses}
     gateways = _parse_gateways(ip.get("gateway"), addresses)
+    # A family without a gateway keeps the pod's own routing: nothing to redirect to.
+    families = {g.version for g in gateways}
     destinations = parse_destinations(ip.get("destinations", []), families)
     fallback = ip.get("fallbackIP")
     if fallback not in (None, ""):
@@ -374,7 +379,8 @@ def _cross_check(dests: List[Destination], families: Any) -> None:
         if d.version not in families:
             raise InvalidConfig(
                 "invalid destination",
-                f"{d.raw!r} is IPv{d.version} but 'ip.addresses' has no IPv{d.version} reserved address",
+                f"{d.raw!r} is IPv{d.version} but there is no IPv{d.version} reserved address with a gateway "
+                "in 'ip.addresses' and 'ip.gateway'",
             )
         if d.version in fallback_seen:
             raise InvalidConfig(

@@ -110,7 +110,7 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
     rules = build_rules(conf, args.ifname)
     backend = get_backend(conf.nat_backend)
-    families = list(conf.families())
+    families = list(conf.routed_families())
     owner = owner_id(args.container_id)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = _master(host, conf)
@@ -213,9 +213,12 @@ def _configure(
             log.debug(f"Added new default route with gateway {gateway}")
 
     step("default-route", default_route)
+    for family in conf.families():
+        if family not in conf.routed_families():
+            log.debug(f"No IPv{family} gateway: the pod keeps its IPv{family} default route; no IPv{family} NAT")
 
     def enable_forwarding() -> None:
-        for family in conf.families():
+        for family in conf.routed_families():
             key = sysctl.FORWARDING[family]
             if forwarding[str(family)] != "1":
                 # Only on change: writing ip_forward resets every per-interface forwarding flag.
@@ -239,7 +242,7 @@ def _configure(
     step("announce", announce)
 
     def nat() -> None:
-        backend.install(rules, list(conf.families()), _note(state))
+        backend.install(rules, list(conf.routed_families()), _note(state))
         for rule in rules:
             log.debug(backend.describe(rule))
 
@@ -459,11 +462,11 @@ def verify(
             problems.append(f"default route via {gateway} dev {ifname} missing")
         if any(r.oif != link.index for r in defaults):
             problems.append(f"another IPv{gateway.version} default route competes with the router's")
-    for family in conf.families():
+    for family in conf.routed_families():
         value = sysctl.read(sysctl.FORWARDING[family])
         if value != "1":
             problems.append(f"{sysctl.FORWARDING[family].replace('/', '.')} is {value}, expected 1")
-    installed = backend.list(list(conf.families()))
+    installed = backend.list(list(conf.routed_families()))
     if installed is None:
         problems.append("NAT table egress_cni missing")
     else:

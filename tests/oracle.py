@@ -8,7 +8,6 @@ with a second, unrelated reader of the kernel state. Only the stdlib and the
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,7 +18,7 @@ _VOLATILE_LINK_KEYS = frozenset({"stats", "stats64"})
 _VOLATILE_ADDR_KEYS = frozenset({"valid_life_time", "preferred_life_time"})
 _VOLATILE_ROUTE_KEYS = frozenset({"expires", "cacheinfo"})
 _VOLATILE_NFT_KEYS = frozenset({"handle"})
-_RULE_LINE = re.compile(r"^\s+(?!type )(\S.*)$")
+_NOT_RULES = ("table ", "chain ", "type ", "policy ", "}")
 
 Json = Any
 
@@ -112,12 +111,15 @@ def nft_chains(ns: str, family: str, table: str) -> Dict[str, Json]:
 def nft_rule_lines(ns: str, family: str, table: str, chain: str) -> List[str]:
     """The rules of one chain in nft's own text form, e.g. 'iifname "eth0" tcp dport 8080 dnat to 203.0.113.26:80'."""
     text = netns_exec(ns, "nft", "list", "chain", family, table, chain)
-    return [m.group(1).strip() for m in map(_RULE_LINE.match, text.splitlines()) if m and "chain " not in m.group(1)]
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith(_NOT_RULES)]
 
 
 def nft_table_exists(ns: str, family: str, table: str) -> bool:
-    return any("table" in item and item["table"]["family"] == family and item["table"]["name"] == table
-               for item in nft_ruleset(ns))
+    return any(
+        "table" in item and item["table"]["family"] == family and item["table"]["name"] == table
+        for item in nft_ruleset(ns)
+    )
 
 
 def netns_names() -> List[str]:

@@ -15,12 +15,14 @@ i.e. the router's reserved address when the redirect works.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import selectors
 import socket
 import sys
 from typing import List, Sequence
 
 REPLY_TIMEOUT = 5.0
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; the socket module has it from 3.12 on
 
 
 def reply_text(proto: str, peer: tuple[str, int], local: tuple[str, int]) -> bytes:
@@ -34,7 +36,7 @@ def _listen(proto: str, port: int) -> socket.socket:
     if proto == "udp":
         # Learn the destination address of each datagram: the server listens on
         # 0.0.0.0 but must report which of its addresses the router chose.
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_PKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     sock.bind(("0.0.0.0", port))
     if proto == "tcp":
         sock.listen(64)
@@ -49,10 +51,8 @@ def _answer_tcp(sock: socket.socket) -> None:
         return
     with conn:
         conn.settimeout(REPLY_TIMEOUT)
-        try:
+        with contextlib.suppress(OSError):  # the client gave up: nothing to report to
             conn.sendall(reply_text("tcp", peer, conn.getsockname()))
-        except OSError:
-            pass
 
 
 def _answer_udp(sock: socket.socket) -> None:
@@ -62,7 +62,7 @@ def _answer_udp(sock: socket.socket) -> None:
         return
     local = sock.getsockname()
     for level, kind, payload in ancdata:
-        if level == socket.IPPROTO_IP and kind == socket.IP_PKTINFO and len(payload) >= 12:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
             # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
             local = (socket.inet_ntoa(payload[8:12]), local[1])
             sock.sendmsg([reply_text("udp", peer, local)], [(level, kind, payload)], 0, peer)

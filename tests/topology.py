@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,10 +237,10 @@ class Topology:
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
         self._server, self.server_pid = proc, proc.pid
-        deadline = time.monotonic() + SERVER_READY_TIMEOUT
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until "ready" or the process dies
-        if line.strip() != "ready" or time.monotonic() > deadline:
+        readable, _, _ = select.select([proc.stdout], [], [], SERVER_READY_TIMEOUT)
+        line = proc.stdout.readline() if readable else ""
+        if line.strip() != "ready":
             self.stop_servers()
             raise TopologyError(f"echo servers in {self.ext} did not start (got {line!r})")
         return proc.pid
@@ -314,8 +314,9 @@ def _cli_down(prefix: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.topology", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.topology", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=("up", "down", "request"))
     parser.add_argument("--prefix", required=True, help="namespace name prefix, must start with 'ert-'")
     parser.add_argument("proto", nargs="?", choices=("tcp", "udp"))

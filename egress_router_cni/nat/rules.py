@@ -51,7 +51,7 @@ def build_rules(conf: NetConf, ifname: str) -> List[Rule]:
     pod_if = check_ifname_for_rules(conf.pod_interface, "podInterface")
     router_if = check_ifname_for_rules(ifname, "interface name")
     rules: List[Rule] = []
-    for family in conf.families():
+    for family in conf.routed_families():
         source = conf.address_for(family)
         assert source is not None
         for d in conf.destinations:
