@@ -21,7 +21,7 @@ SUPPORTED_VERSIONS: Tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-NAT_BACKENDS = ("nftables", "auto")
+NAT_BACKENDS = ("auto", "nftables", "iptables")
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
@@ -72,7 +72,7 @@ class NetConf:
     log_file: str = DEFAULT_LOG_FILE
     log_level: str = "debug"
     log_format: str = "text"
-    nat_backend: str = "nftables"
+    nat_backend: str = "auto"
     dns: Optional[Dict[str, Any]] = None
     prev_result: Optional[Dict[str, Any]] = None
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -223,7 +223,7 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
         log_file=log_file,
         log_level=log_level.lower(),
         log_format=log_format,
-        nat_backend="nftables",
+        nat_backend=backend,
         dns=dns or None,
         prev_result=prev or None,
         raw=obj,

@@ -109,12 +109,13 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     log.debug(f"IP Source Addresses: [{' '.join(str(a) for a in conf.addresses)}]")
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
     rules = build_rules(conf, args.ifname)
-    backend = get_backend(conf.nat_backend)
     families = list(conf.routed_families())
     owner = owner_id(args.container_id)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = _master(host, conf)
         ns.enter()
+        # Chosen inside the pod: "auto" asks whether nf_tables works *there*.
+        backend = get_backend(conf.nat_backend)
         with Netlink() as pod:
             _preflight(pod, backend, args.ifname, owner)
             forwarding = {str(f): sysctl.read(sysctl.FORWARDING[f]) for f in families}
@@ -122,7 +123,7 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
                 link = _configure(args, conf, log, hook, host, pod, ns, master, rules, backend, forwarding)
             except BaseException:
                 log.error("ADD failed: rolling back")
-                _teardown(pod, backend, owner, log, forwarding)
+                _teardown(pod, [backend], owner, log, forwarding)
                 raise
     return _result(args, conf, link).to_dict(conf.cni_version)
 
@@ -169,7 +170,7 @@ def _configure(
         return value
 
     ifname = args.ifname
-    state = {"owner": owner_id(args.container_id), "forwarding": forwarding}
+    state = {"owner": owner_id(args.container_id), "forwarding": forwarding, "nat": backend.name}
     alias = ALIAS_PREFIX + json.dumps(state, separators=(",", ":"))
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")
@@ -273,6 +274,7 @@ def _result(args: CmdArgs, conf: NetConf, link: LinkInfo) -> Result:
 def _note(state: Dict[str, Any]) -> str:
     """The state record in the NAT table's comment: 'egress-router owner=ID fwd4=0 fwd6=1'."""
     fields = [f"owner={state['owner']}"] + [f"fwd{k}={v}" for k, v in sorted(state["forwarding"].items())]
+    fields.append(f"nat={state['nat']}")
     return "egress-router " + " ".join(fields)
 
 
@@ -284,6 +286,8 @@ def _parse_note(note: Optional[str]) -> Dict[str, Any]:
         key, _, value = field.partition("=")
         if key == "owner":
             parsed["owner"] = value
+        elif key == "nat":
+            parsed["nat"] = value
         elif key in ("fwd4", "fwd6") and value in ("0", "1"):
             parsed["forwarding"][key[3:]] = value
     return parsed
@@ -292,8 +296,32 @@ def _parse_note(note: Optional[str]) -> Dict[str, Any]:
 # --- DEL and rollback -------------------------------------------------------------------------
 
 
+def _backends_for_del(configured: str, links: List[LinkInfo], log: PluginLog) -> List[NatBackend]:
+    """The backends whose rules this owner may have installed: the recorded one, the configured one."""
+    names: List[str] = []
+    for link in links:
+        recorded = (link.owner_state() or {}).get("nat")
+        if recorded in ("nftables", "iptables"):
+            names.append(recorded)
+    if configured in ("nftables", "iptables"):
+        names.append(configured)
+    if not names:
+        names.append("auto")
+    backends: List[NatBackend] = []
+    for name in dict.fromkeys(names):
+        try:
+            backends.append(get_backend(name))
+        except NotAvailable as e:
+            log.debug(f"NAT backend {name} not usable here ({e}): nothing of it to remove")
+    return backends
+
+
 def _teardown(
-    pod: Netlink, backend: NatBackend, owner: str, log: PluginLog, forwarding: Optional[Dict[str, str]] = None
+    pod: Netlink,
+    backends: List[NatBackend],
+    owner: str,
+    log: PluginLog,
+    forwarding: Optional[Dict[str, str]] = None,
 ) -> None:
     """Undo everything an ADD of this owner may have done, from kernel state; continue past errors."""
     errors: List[CniError] = []
@@ -304,12 +332,12 @@ def _teardown(
         saved = state.get("forwarding")
         if isinstance(saved, dict):
             original.update({k: v for k, v in saved.items() if v in ("0", "1")})
-
+    notes = {backend.name: _parse_note(backend.note(list(ALL_FAMILIES))) for backend in backends}
     if not links:
-        # The link may have been deleted by hand: the table keeps a copy of the state.
-        note = _parse_note(backend.note(list(ALL_FAMILIES)))
-        if note.get("owner") == owner:
-            original.update({k: v for k, v in note.get("forwarding", {}).items() if k not in original})
+        # The link may have been deleted by hand: the NAT rules keep a copy of the state.
+        for note in notes.values():
+            if note.get("owner") == owner:
+                original.update({k: v for k, v in note.get("forwarding", {}).items() if k not in original})
 
     def attempt(fn: Callable[[], Any]) -> None:
         try:
@@ -318,16 +346,18 @@ def _teardown(
             errors.append(e)
             log.error(str(e))
 
-    def remove_nat() -> None:
-        other = _parse_note(backend.note(list(ALL_FAMILIES))).get("owner")
-        if other not in (None, owner):
-            log.debug("NAT table egress_cni belongs to another attachment: left in place")
-            return
-        if backend.list(list(ALL_FAMILIES)) is not None:
-            backend.remove(list(ALL_FAMILIES))
-            log.debug("Deleted NAT table egress_cni")
+    for backend in backends:
 
-    attempt(remove_nat)
+        def remove_nat(backend: NatBackend = backend) -> None:
+            other = notes[backend.name].get("owner")
+            if other not in (None, owner):
+                log.debug(f"{backend.name} NAT rules belong to another attachment: left in place")
+                return
+            if backend.list(list(ALL_FAMILIES)) is not None:
+                backend.remove(list(ALL_FAMILIES))
+                log.debug(f"Deleted {backend.name} NAT rules")
+
+        attempt(remove_nat)
     for link in links:
 
         def remove_link(link: LinkInfo = link) -> None:
@@ -377,11 +407,12 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     if ns is None:
         log.debug("network namespace is gone or not given: nothing left to clean up")
         return
-    backend = get_backend(conf.nat_backend if conf else "auto")
+    owner = owner_id(args.container_id)
     with ns:
         ns.enter()
         with Netlink() as pod:
-            _teardown(pod, backend, owner_id(args.container_id), log)
+            backends = _backends_for_del(conf.nat_backend if conf else "auto", find_owned_links(pod, owner), log)
+            _teardown(pod, backends, owner, log)
     log.verbose("CNI DEL done")
 
 
@@ -409,11 +440,13 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
             f"prevResult says {iface.sandbox!r}, CNI_NETNS is {args.netns!r}",
         )
     rules = build_rules(conf, args.ifname)
-    backend = get_backend(conf.nat_backend)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = _master(host, conf)
         ns.enter()
         with Netlink() as pod:
+            link = get_link(pod, args.ifname)
+            recorded = ((link.owner_state() if link else None) or {}).get("nat")
+            backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
             problems = verify(pod, backend, conf, args.ifname, args.container_id, master, rules, iface.mac)
     if problems:
         raise CheckFailed("egress router check failed", "; ".join(problems))
@@ -514,8 +547,13 @@ def cmd_status(args: CmdArgs) -> None:
         raise NotAvailable("egress router cannot be set up on this node", str(e)) from None
     from .nat.nftables import nftables_present
 
-    if not nftables_present():
+    # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
+    if conf.nat_backend == "nftables" and not nftables_present():
         raise NotAvailable("nftables is not available", "neither libnftables.so.1 nor the nft tool was found")
+    if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
+        from .nat.iptables import load_iptc
+
+        load_iptc()
 
 
 HANDLERS: Dict[str, Callable[[CmdArgs], Optional[Dict[str, Any]]]] = {

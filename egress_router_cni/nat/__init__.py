@@ -24,9 +24,21 @@ class NatBackend(Protocol):
 
 
 def get_backend(name: str) -> NatBackend:
-    """The backend for a config's natBackend value (imported lazily)."""
-    if name in ("nftables", "auto"):
+    """The backend for a natBackend value, imported lazily; call "auto" inside the pod namespace."""
+    if name == "nftables":
         from .nftables import NftablesBackend
 
         return NftablesBackend()
+    if name == "iptables":
+        from .iptables import IptablesBackend
+
+        return IptablesBackend()
+    if name == "auto":
+        from .nftables import NftablesBackend, nftables_usable
+
+        if nftables_usable():
+            return NftablesBackend()
+        from .iptables import IptablesBackend
+
+        return IptablesBackend()
     raise ValueError(f"unknown NAT backend {name!r}")

@@ -173,3 +173,14 @@ def _parse_rule(family: int, rule: Any) -> Union[Rule, str]:
 def nftables_present() -> bool:
     """True when nft rules can be loaded here (library or tool), without touching any ruleset."""
     return bool(_library()) or spawn.find_tool("nft") is not None
+
+
+def nftables_usable() -> bool:
+    """True when nftables works in the current namespace (the kernel may lack nf_tables)."""
+    if not nftables_present():
+        return False
+    try:
+        nft("list tables")
+    except (NatError, NotAvailable):
+        return False
+    return True
