@@ -369,7 +369,7 @@ def _teardown(
 
         def restore(version: int = version) -> None:
             for route in restore_default_routes(pod, version):
-                log.debug(f"Restored default route {route.go_string()}")
+                log.debug(f"Restored default route {route.go_string(table=254)}")
 
         attempt(restore)
     for family, value in original.items():

@@ -53,11 +53,11 @@ class RouteInfo:
     priority: Optional[int]
     msg: Any
 
-    def go_string(self) -> str:
+    def go_string(self, table: Optional[int] = None) -> str:
         """The upstream (Go netlink) spelling used in the product page's log line."""
         return (
             f"{{Ifindex: {self.oif or 0} Dst: {self.dst or '<nil>'} Src: <nil> "
-            f"Gw: {self.gateway or '<nil>'} Flags: [] Table: {self.table}}}"
+            f"Gw: {self.gateway or '<nil>'} Flags: [] Table: {self.table if table is None else table}}}"
         )
 
 

@@ -1,0 +1,117 @@
+"""`egress-router inspect`: one command instead of the product page's eight verification steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any, Dict, Optional
+
+import click
+
+from ..config import DEFAULT_LOG_FILE
+from ..errors import CniError
+
+
+def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
+    """Run CHECK's verification against the config given or the one libcni cached."""
+    from ..config import parse_netconf
+    from ..link import get_link
+    from ..nat import get_backend
+    from ..nat.rules import build_rules
+    from ..netlink import Netlink
+    from ..netns import NetNS
+    from ..plugin import verify
+    from .validate_cmd import _plugin_conf
+
+    if config is None and cached is not None:
+        config = _plugin_conf(cached.config)
+    if config is None:
+        raise click.UsageError("--check needs --config FILE (or --container-id with a libcni cache entry)")
+    conf = parse_netconf(_plugin_conf(config))
+    ifname = cached.ifname if cached is not None else (view.interfaces[0]["name"] if view.interfaces else "net1")
+    rules = build_rules(conf, ifname)
+    with NetNS(netns) as ns:
+        ns.enter()
+        with Netlink() as pod:
+            link = get_link(pod, ifname)
+            recorded = ((link.owner_state() if link else None) or {}).get("nat")
+            backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
+            container = cached.container_id if cached is not None else None
+            return verify(pod, backend, conf, ifname, container, None, rules)
+
+
+def _print_text(view: Any) -> None:
+    click.echo(f"Router network namespace: {view.netns}")
+    if not view.interfaces:
+        click.echo("  no egress-router interface found")
+    for i in view.interfaces:
+        click.echo(
+            f"Interface {i['name']}: {i['type']} mode {i['mode']} on master {i['master']}, mac {i['mac']}, "
+            f"mtu {i['mtu']}, {i['state']}"
+        )
+        click.echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
+    click.echo("Routes (ip route):")
+    for r in view.routes:
+        click.echo(f"  {r}")
+    if view.saved_routes:
+        click.echo("Pod's original default routes (restored on DEL):")
+        for r in view.saved_routes:
+            click.echo(f"  {r}")
+    click.echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
+    if not view.nat:
+        click.echo("NAT rules: none")
+    for backend, rules in view.nat.items():
+        click.echo(f"NAT rules ({backend}):")
+        for r in rules:
+            click.echo(f"  {r}")
+    click.echo("Log:" if view.log_lines else "Log: no lines for this router")
+    for line in view.log_lines:
+        click.echo(f"  {line}")
+    if view.problems is not None:
+        click.echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
+        for p in view.problems:
+            click.echo(f"  - {p}")
+
+
+@click.command()
+@click.option("--netns", "netns", metavar="PATH", help="The router pod's network namespace path.")
+@click.option("--pid", type=int, help="A process in the router pod (e.g. from `crictl inspect`).")
+@click.option("--container-id", metavar="ID", help="The pod sandbox id (a prefix is enough).")
+@click.option("--log-file", default=DEFAULT_LOG_FILE, show_default=True, help="The plugin's log file.")
+@click.option("--check", "run_check", is_flag=True, help="Also verify it as CNI CHECK does; exit 1 if wrong.")
+@click.option("--config", type=click.File("rb"), help="Config (plugin conf, conflist or NAD) for --check.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def inspect(
+    netns: Optional[str],
+    pid: Optional[int],
+    container_id: Optional[str],
+    log_file: str,
+    run_check: bool,
+    config: Optional[IO[bytes]],
+    output: str,
+) -> None:
+    """Show a running router: interface, routes, NAT rules, forwarding and its log lines.
+
+    Read-only. Run it on the router's node (as root), e.g. from `oc debug node/NODE` after `chroot /host`.
+
+    Example: egress-router inspect --container-id 3f2a --check
+    """
+    from ..config import decode_json
+    from ..router_view import inspect_netns, resolve_target
+
+    if sum(x is not None for x in (netns, pid, container_id)) != 1:
+        raise click.UsageError("give exactly one of --netns, --pid or --container-id")
+    try:
+        path, cached = resolve_target(netns, pid, container_id, log_file)
+        view = inspect_netns(path, log_file)
+        if run_check:
+            view.problems = _check(view, path, decode_json(config.read()) if config else None, cached)
+    except CniError as e:
+        click.echo(f"egress-router inspect: {e}", err=True)
+        sys.exit(1)
+    if output == "json":
+        click.echo(json.dumps(view.to_dict(), indent=2))
+    else:
+        _print_text(view)
+    if view.problems:
+        sys.exit(1)

@@ -1,0 +1,218 @@
+"""Read-only view of a running router: what the product page's eight manual steps show.
+
+Runs in the node's namespace like the plugin; enters the router's namespace
+only to read (links, addresses, routes, sysctls, NAT rules). Changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import sysctl
+from .errors import CniError, InvalidConfig, NotAvailable
+from .link import ALIAS_PREFIX, MACVLAN_MODES, list_links, owner_id
+from .netlink import Netlink
+from .netns import NetNS
+from .route import SAVED_ROUTES_TABLE, addresses_of, list_routes
+
+CNI_CACHE_DIRS = ("/var/lib/cni/results",)
+_MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
+_CONTAINER_LINE = re.compile(r"\] Container ID: (\S+) Netns: (\S*) Interface: (\S+)$")
+
+
+@dataclass
+class RouterView:
+    netns: str
+    interfaces: List[Dict[str, Any]] = field(default_factory=list)
+    routes: List[str] = field(default_factory=list)
+    saved_routes: List[str] = field(default_factory=list)
+    nat: Dict[str, List[str]] = field(default_factory=dict)
+    forwarding: Dict[str, str] = field(default_factory=dict)
+    log_lines: List[str] = field(default_factory=list)
+    problems: Optional[List[str]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = dict(self.__dict__)
+        if self.problems is None:
+            out.pop("problems")
+        return out
+
+
+@dataclass(frozen=True)
+class CachedAttachment:
+    """What libcni cached for an attachment: the config it ran and the result it got."""
+
+    container_id: str
+    ifname: str
+    netns: str
+    config: Dict[str, Any]
+    result: Dict[str, Any]
+
+
+def find_cached(container_id: str, cache_dirs: Tuple[str, ...] = CNI_CACHE_DIRS) -> List[CachedAttachment]:
+    """libcni's result cache entries whose container id starts with container_id (crictl-style short ids)."""
+    found = []
+    for directory in cache_dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*"))):
+            try:
+                with open(path, "rb") as f:
+                    data = json.loads(f.read(1 << 20))
+                cid = str(data.get("containerId", ""))
+                if not cid.startswith(container_id):
+                    continue
+                config = json.loads(base64.b64decode(data.get("config", "")) or b"{}")
+            except (OSError, ValueError):
+                continue
+            if config.get("type") != "egress-router" and not any(
+                p.get("type") == "egress-router" for p in config.get("plugins", []) if isinstance(p, dict)
+            ):
+                continue
+            result = data.get("result") or {}
+            sandbox = next((i.get("sandbox", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
+            found.append(CachedAttachment(cid, str(data.get("ifName", "")), sandbox, config, result))
+    return found
+
+
+def find_in_log(container_id: str, log_file: str) -> Optional[Tuple[str, str, str]]:
+    """(container id, netns, ifname) of the latest ADD logged for container_id (prefix match)."""
+    latest = None
+    try:
+        with open(log_file, errors="replace") as f:
+            for line in f:
+                match = _CONTAINER_LINE.search(line.rstrip("\n"))
+                if match and match.group(1).startswith(container_id) and match.group(2):
+                    latest = (match.group(1), match.group(2), match.group(3))
+    except OSError:
+        return None
+    return latest
+
+
+def log_lines_for(owner: str, log_file: str, limit: int = 200) -> List[str]:
+    """Log lines of the current attachment (from its latest ADD on) of the container hashing to owner.
+
+    Invocations are blocks starting at a 'Called CNI' line; the second line
+    names the container. Several routers may share the file.
+    """
+    blocks: List[List[str]] = []
+    block: List[str] = []
+    keep = False
+    try:
+        with open(log_file, errors="replace") as f:
+            for raw in f:
+                line = raw.rstrip("\n")
+                if "] Called CNI " in line:
+                    if keep:
+                        blocks.append(block)
+                    block, keep = [line], False
+                    continue
+                block.append(line)
+                match = _CONTAINER_LINE.search(line)
+                if match and owner_id(match.group(1)) == owner:
+                    keep = True
+        if keep:
+            blocks.append(block)
+    except OSError:
+        return []
+    adds = [i for i, b in enumerate(blocks) if "] Called CNI ADD" in b[0]]
+    recent = blocks[adds[-1] :] if adds else blocks
+    return [line for b in recent for line in b][-limit:]
+
+
+def _route_text(route: Any, names: Dict[int, str]) -> str:
+    parts = [route.dst or "default"]
+    if route.gateway:
+        parts.append(f"via {route.gateway}")
+    if route.oif:
+        parts.append(f"dev {names.get(route.oif, route.oif)}")
+    if route.priority:
+        parts.append(f"metric {route.priority}")
+    return " ".join(parts)
+
+
+def inspect_netns(netns: str, log_file: str) -> RouterView:
+    """Collect the router's state from netns (read-only)."""
+    view = RouterView(netns=netns)
+    with NetNS(netns) as ns, Netlink() as host:
+        host_names = {li.index: li.name for li in list_links(host)}
+        ns.enter()
+        with Netlink() as pod:
+            links = list_links(pod)
+            names = {li.index: li.name for li in links}
+            owners = set()
+            for link in links:
+                state = link.owner_state()
+                if state is None and not link.alias.startswith(ALIAS_PREFIX):
+                    continue
+                owners.add(str((state or {}).get("owner", "")))
+                view.interfaces.append(
+                    {
+                        "name": link.name,
+                        "type": link.kind,
+                        "master": host_names.get(link.parent_index or -1, link.parent_index),
+                        "mode": _MODE_NAMES.get(link.macvlan_mode or 0, link.macvlan_mode),
+                        "mac": link.mac,
+                        "mtu": link.mtu,
+                        "state": "up" if link.up else "down",
+                        "addresses": addresses_of(pod, link.index),
+                        "nat_backend": (state or {}).get("nat"),
+                    }
+                )
+            for version in (4, 6):
+                view.routes += [_route_text(r, names) for r in list_routes(pod, version, 254)]
+                view.saved_routes += [_route_text(r, names) for r in list_routes(pod, version, SAVED_ROUTES_TABLE)]
+                with contextlib.suppress(CniError):  # IPv6 may be disabled in the pod
+                    key = sysctl.FORWARDING[version]
+                    view.forwarding[key.replace("/", ".")] = sysctl.read(key)
+            view.nat = _nat_rules()
+    for owner in owners:
+        view.log_lines += log_lines_for(owner, log_file)
+    return view
+
+
+def _nat_rules() -> Dict[str, List[str]]:
+    """The plugin's rules from every backend that has some (call inside the router's namespace)."""
+    from .nat import get_backend
+    from .nat.nftables_text import rule_text
+    from .nat.rules import iptables_spelling
+
+    rules: Dict[str, List[str]] = {}
+    for name in ("nftables", "iptables"):
+        try:
+            backend = get_backend(name)
+            found = backend.list([4, 6])
+        except (CniError, NotAvailable):
+            continue
+        if found:
+            spell = rule_text if name == "nftables" else iptables_spelling
+            rules[name] = [r if isinstance(r, str) else spell(r) for r in found]
+    return rules
+
+
+def resolve_target(
+    netns: Optional[str], pid: Optional[int], container_id: Optional[str], log_file: str
+) -> Tuple[str, Optional[CachedAttachment]]:
+    """Turn --netns/--pid/--container-id into a netns path (and libcni's cache entry when known)."""
+    if netns:
+        return netns, None
+    if pid is not None:
+        return f"/proc/{pid}/ns/net", None
+    assert container_id
+    cached = [c for c in find_cached(container_id) if c.netns]
+    if len({c.container_id for c in cached}) > 1:
+        raise InvalidConfig("ambiguous container id", f"{container_id!r} matches several containers; give more of it")
+    if cached:
+        return cached[0].netns, cached[0]
+    logged = find_in_log(container_id, log_file)
+    if logged is None:
+        raise InvalidConfig(
+            "container not found",
+            f"no libcni cache entry and no ADD in {log_file} for container {container_id!r}; use --netns or --pid",
+        )
+    return logged[1], None
