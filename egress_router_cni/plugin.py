@@ -431,16 +431,17 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
     if conf.prev_result is None:
         raise InvalidConfig("required prevResult missing", "CHECK needs the result of ADD as prevResult")
     prev = parse_result(conf.prev_result, conf.cni_version)
-    iface = next((i for i in prev.interfaces if i.name == args.ifname), None)
-    if iface is None:
-        raise CheckFailed("interface not in prevResult", f"prevResult lists no interface {args.ifname!r}")
-    if iface.sandbox != args.netns:
-        raise CheckFailed(
-            "sandbox in prevResult does not match",
-            f"prevResult says {iface.sandbox!r}, CNI_NETNS is {args.netns!r}",
-        )
     rules = build_rules(conf, args.ifname)
+    # Namespace problems (gone: code 3, the node's own: code 8) come before content checks.
     with NetNS(args.netns) as ns, Netlink() as host:
+        iface = next((i for i in prev.interfaces if i.name == args.ifname), None)
+        if iface is None:
+            raise CheckFailed("interface not in prevResult", f"prevResult lists no interface {args.ifname!r}")
+        if iface.sandbox != args.netns:
+            raise CheckFailed(
+                "sandbox in prevResult does not match",
+                f"prevResult says {iface.sandbox!r}, CNI_NETNS is {args.netns!r}",
+            )
         master = _master(host, conf)
         ns.enter()
         with Netlink() as pod:

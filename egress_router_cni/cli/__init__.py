@@ -16,6 +16,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "version": ("egress_router_cni.cli.version_cmd", "version"),
     "validate": ("egress_router_cni.cli.validate_cmd", "validate"),
     "inspect": ("egress_router_cni.cli.inspect_cmd", "inspect"),
+    "render": ("egress_router_cni.cli.render_cmd", "render"),
 }
 
 

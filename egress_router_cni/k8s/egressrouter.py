@@ -141,7 +141,13 @@ def load_documents(text: str, source: str) -> List[Any]:
     try:
         return list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
-        raise ManifestError(f"{source}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        if mark is None:
+            raise ManifestError(f"{source}: not valid YAML: {e}") from None
+        problem = getattr(e, "problem", None) or str(e)
+        raise ManifestError(
+            f"{source}: not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        ) from None
 
 
 def find_egress_routers(docs: Sequence[Any], source: str) -> Tuple[List[Document], List[str]]:
@@ -484,7 +490,7 @@ def _suggest(key: str, allowed: Sequence[str]) -> str:
     folded = {a.lower(): a for a in allowed}
     match = folded.get(key.lower())
     if match is None:
-        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.8)
         match = close[0] if close else None
     if match is not None:
         return f" (did you mean {match}?)"
