@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -140,13 +140,13 @@ def test_add_failure_never_touches_an_existing_interface(topology: Topology, pod
 
 def _config_file(conf: Dict[str, Any]) -> Any:
     """The config as an unlinked temporary file, to hand to a child as its stdin."""
-    f = tempfile.TemporaryFile()
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - the child reads it; closed when the test ends
     f.write(json.dumps(conf).encode())
     f.seek(0)
     return f
 
 
-def _spawn_add(plugin: Plugin, conf: Dict[str, Any], pod: Pod) -> "subprocess.Popen[bytes]":
+def _spawn_add(plugin: Plugin, conf: Dict[str, Any], pod: Pod) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(
         {
@@ -272,7 +272,7 @@ def test_del_restores_state_after_the_link_was_deleted_by_hand(topology: Topolog
 CONCURRENT = 32
 
 
-def _start(plugin: Plugin, command: str, conf: Dict[str, Any], netns: str) -> "subprocess.Popen[bytes]":
+def _start(plugin: Plugin, command: str, conf: Dict[str, Any], netns: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(
         {"CNI_COMMAND": command, "CNI_CONTAINERID": plugin.container_id, "CNI_NETNS": netns, "CNI_IFNAME": IFNAME}
@@ -367,7 +367,7 @@ def test_one_add_spawns_at_most_one_helper_process(topology: Topology, pod: Pod,
     if not strace:
         pytest.skip("strace not installed: apt-get install strace")
     plugin = Plugin(
-        topology.node, command=[strace, "-f", "-qq", "-e", "trace=execve,clone,clone3,vfork,fork"] + plugin_command()
+        topology.node, command=[strace, "-f", "-qq", "-e", "trace=execve,clone,clone3,vfork,fork", *plugin_command()]
     )
     outcome = plugin.add(router_config("1.0.0", str(log_file)), pod.path)
     assert outcome.returncode == 0, outcome.describe()
