@@ -9,7 +9,25 @@ from typing import IO, Any, Dict
 import click
 
 from ..config import decode_json, parse_netconf
-from ..errors import CniError
+from ..errors import CniError, DecodingFailure
+
+
+def _load_document(data: bytes) -> Dict[str, Any]:
+    """JSON, or YAML (a NetworkAttachmentDefinition manifest) when PyYAML is installed."""
+    try:
+        return decode_json(data)
+    except DecodingFailure:
+        try:
+            import yaml
+        except ImportError:
+            raise
+        try:
+            doc = yaml.safe_load(data)
+        except yaml.YAMLError:
+            raise DecodingFailure("neither JSON nor YAML", "could not parse the file") from None
+        if not isinstance(doc, dict):
+            raise DecodingFailure("neither JSON nor YAML", "expected an object at the top level") from None
+        return doc
 
 
 def _plugin_conf(obj: Dict[str, Any]) -> Dict[str, Any]:
@@ -43,7 +61,7 @@ def validate(config: IO[bytes], ifname: str, output: str) -> None:
     from ..nat.rules import build_rules, iptables_spelling
 
     try:
-        obj = _plugin_conf(decode_json(config.read()))
+        obj = _plugin_conf(_load_document(config.read()))
         conf = parse_netconf(obj)
         rules = build_rules(conf, ifname)
     except CniError as e:
