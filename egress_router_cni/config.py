@@ -29,7 +29,8 @@ MAX_DESTINATIONS = 4096
 MAX_CONFIG_BYTES = 1 << 20
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_PORT_RE = re.compile(r"^[0-9]{1,5}$")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_DIGITS_RE = re.compile(r"[0-9]+")
 _GRAMMAR = "IP[/prefix], 'PORT PROTO IP[/prefix]' or 'PORT PROTO IP[/prefix] TARGETPORT' (PROTO: tcp, udp or sctp)"
 
 
@@ -129,7 +130,7 @@ def check_version(obj: Dict[str, Any]) -> str:
 
 def check_name(obj: Dict[str, Any]) -> str:
     name = obj.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         shown = json.dumps(name)[:80]
         raise InvalidConfig(
             "invalid network name",
@@ -255,7 +256,7 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
                 f"{json.dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
             )
         try:
-            iface = ipaddress.ip_interface(item.strip())
+            iface = ipaddress.ip_interface(_unscoped(item.strip()))
         except ValueError:
             raise InvalidConfig(
                 "invalid reserved address",
@@ -279,7 +280,7 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
     gateways: List[IPAddress] = []
     for item in items:
         try:
-            gw = ipaddress.ip_address(item.strip() if isinstance(item, str) else "")
+            gw = ipaddress.ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
         except ValueError:
             raise InvalidConfig(
                 "invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address"
@@ -302,7 +303,7 @@ def _parse_mtu(value: Any) -> int:
     if value in (None, "", 0):
         return 0
     text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
-    if text is None or not text.strip().isdigit():
+    if text is None or not _DIGITS_RE.fullmatch(text.strip()):
         raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)[:32]} is not a whole number")
     mtu = int(text)
     if not 68 <= mtu <= 65535:
@@ -357,7 +358,7 @@ def _append_fallback_ip(dests: Tuple[Destination, ...], value: Any, families: An
     if not isinstance(value, str):
         raise InvalidConfig("invalid ip.fallbackIP", f"{json.dumps(value)[:64]} is not an IP address")
     try:
-        address = ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(_unscoped(value.strip()))
     except ValueError:
         raise InvalidConfig("invalid ip.fallbackIP", f"{value[:64]!r} is not an IP address") from None
     fallback = Destination(raw=str(address), address=address)
@@ -403,7 +404,7 @@ def _cross_check(dests: List[Destination], families: Any) -> None:
 
 
 def _port(entry: str, text: str, what: str) -> int:
-    if not _PORT_RE.match(text) or not 1 <= int(text) <= 65535:
+    if not _PORT_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise InvalidConfig("invalid destination", f"{entry!r}: {what} {text!r} is not a number from 1 to 65535")
     return int(text)
 
@@ -412,7 +413,7 @@ def _dest_address(entry: str, text: str) -> IPAddress:
     try:
         # The upstream docs show "203.0.113.26/30": the prefix is accepted, the
         # DNAT target is the address itself.
-        iface = ipaddress.ip_interface(text)
+        iface = ipaddress.ip_interface(_unscoped(text))
     except ValueError:
         raise InvalidConfig(
             "invalid destination", f"{entry!r}: {text!r} is not an IP address; expected {_GRAMMAR}"
@@ -420,6 +421,13 @@ def _dest_address(entry: str, text: str) -> IPAddress:
     if iface.ip.is_unspecified or iface.ip.is_multicast:
         raise InvalidConfig("invalid destination", f"{entry!r}: {iface.ip} cannot be a DNAT target")
     return iface.ip
+
+
+def _unscoped(text: str) -> str:
+    """Refuse IPv6 zone ids ('fe80::1%eth0'): Python parses them, the kernel and nft rules have no place for them."""
+    if "%" in text:
+        raise ValueError("zone ids are not supported")
+    return text
 
 
 def parse_cni_args(value: str) -> Dict[str, str]:

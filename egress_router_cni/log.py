@@ -97,8 +97,9 @@ class PluginLog:
     def _open(self) -> None:
         try:
             self.fd = open_log_file(self.path)
-        except OSError as e:
-            self._warn(f"cannot open log file {self.path!r}: {e.strerror or e}; continuing without a log file")
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self._warn(f"cannot open log file {self.path!r}: {reason}; continuing without a log file")
             self.fd = None
 
     def debug(self, message: str) -> None:

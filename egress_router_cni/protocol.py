@@ -72,7 +72,7 @@ def read_request(environ: Mapping[str, str], stdin: IO[bytes]) -> CmdArgs:
     if missing:
         raise InvalidEnvironment(f"required env variables [{','.join(missing)}] missing", f"CNI_COMMAND={command}")
     container_id = env["CNI_CONTAINERID"]
-    if container_id and not _CONTAINER_ID_RE.match(container_id):
+    if container_id and not _CONTAINER_ID_RE.fullmatch(container_id):
         raise InvalidEnvironment(
             "invalid CNI_CONTAINERID", f"{container_id[:80]!r} must match {_CONTAINER_ID_RE.pattern}"
         )

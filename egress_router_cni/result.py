@@ -76,7 +76,9 @@ class Result:
             block: Dict[str, Any] = {"ip": first.address}
             if first.gateway:
                 block["gateway"] = first.gateway
-            routes = [_route_dict(r) for r in self.routes if ipaddress.ip_network(r.dst).version == version]
+            routes = [
+                _route_dict(r) for r in self.routes if ipaddress.ip_network(r.dst, strict=False).version == version
+            ]
             if routes:
                 block["routes"] = routes
             out[key] = block

@@ -35,12 +35,23 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="egress-router-cni", prog_name="egress-router")
-def cli() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="How messages on stderr are written: plain lines or JSON records.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_format: str) -> None:
     """egress-router: a CNI plugin giving a pod a reserved source IP and redirecting its traffic.
 
     Runtimes execute this program with CNI_COMMAND set; without it, these
-    commands are for humans.
+    commands are for humans. Shell completion (bash):
+    eval "$(_EGRESS_ROUTER_COMPLETE=bash_source egress-router)"
     """
+    ctx.ensure_object(dict)
+    ctx.obj["log_format"] = log_format
 
 
 def main(argv: Optional[List[str]] = None) -> Any:

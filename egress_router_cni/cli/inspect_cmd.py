@@ -10,6 +10,7 @@ import click
 
 from ..config import DEFAULT_LOG_FILE
 from ..errors import CniError
+from .output import report
 
 
 def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
@@ -107,7 +108,7 @@ def inspect(
         if run_check:
             view.problems = _check(view, path, decode_json(config.read()) if config else None, cached)
     except CniError as e:
-        click.echo(f"egress-router inspect: {e}", err=True)
+        report("error", e.msg, details=e.details, code=int(e.code))
         sys.exit(1)
     if output == "json":
         click.echo(json.dumps(view.to_dict(), indent=2))

@@ -25,6 +25,7 @@ from ..k8s.render import (
     render_installer,
     render_routers,
 )
+from .output import report
 
 _YAML_INSTALL = "pip install 'egress-router-cni[k8s]'"
 
@@ -101,7 +102,7 @@ def render(
         routers = _read_routers(files or (click.get_text_stream("stdin"),))
         result = _or_exit(lambda: render_routers(routers, image or DEFAULT_IMAGE, namespace, name_suffix))
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        report("note", note)
     click.echo(_dump(result, output), nl=False)
 
 
@@ -126,7 +127,7 @@ def _read_routers(streams: Sequence[IO[str]]) -> List[EgressRouter]:
         except ManifestError as e:
             _fail(str(e))
         for skip in skipped:
-            click.echo(f"note: skipped {skip}", err=True)
+            report("note", f"skipped {skip}")
         found += len(documents)
         for document in documents:
             try:
@@ -149,7 +150,7 @@ def _or_exit(build: Any) -> Rendered:
 
 
 def _fail(message: str) -> Any:
-    click.echo(f"error: {message}", err=True)
+    report("error", message)
     sys.exit(1)
 
 
@@ -159,7 +160,7 @@ def _dump(result: Rendered, output: str) -> str:
         if text is not None:
             return text
         # kubectl reads JSON as well, so a pipeline into `kubectl apply` keeps working.
-        click.echo(f"note: PyYAML is not installed, writing JSON instead ({_YAML_INSTALL} for YAML)", err=True)
+        report("note", f"PyYAML is not installed, writing JSON instead ({_YAML_INSTALL} for YAML)")
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(result.objects)}, indent=2) + "\n"
 
 

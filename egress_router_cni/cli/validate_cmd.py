@@ -10,6 +10,7 @@ import click
 
 from ..config import decode_json, parse_netconf
 from ..errors import CniError, DecodingFailure
+from .output import report
 
 
 def _load_document(data: bytes) -> Dict[str, Any]:
@@ -65,7 +66,7 @@ def validate(config: IO[bytes], ifname: str, output: str) -> None:
         conf = parse_netconf(obj)
         rules = build_rules(conf, ifname)
     except CniError as e:
-        click.echo(f"invalid: {e} (CNI error code {int(e.code)})", err=True)
+        report("invalid", e.msg, details=e.details, code=int(e.code))
         sys.exit(1)
     if output == "nft":
         click.echo(render_install(rules, list(conf.families())), nl=False)
