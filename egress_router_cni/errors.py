@@ -33,6 +33,8 @@ class CniError(Exception):
     """An error the protocol layer prints as CNI error JSON; subclasses fix the code."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    # The config's cniVersion, when known by the time the error is raised (for the error JSON).
+    cni_version: str | None = None
 
     def __init__(self, msg: str, details: str = "", code: ErrorCode | None = None) -> None:
         super().__init__(msg)

@@ -95,7 +95,7 @@ class NetNS:
                     setattr(self, attr, -1)
 
     def __enter__(self) -> NetNS:
-        return self.open()
+        return self if self.fd >= 0 else self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

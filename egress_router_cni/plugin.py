@@ -43,6 +43,7 @@ from .route import (
     list_routes,
     restore_default_routes,
     save_and_remove_default_routes,
+    saved_table,
     wait_for_dad,
 )
 
@@ -170,7 +171,8 @@ def _configure(
         return value
 
     ifname = args.ifname
-    state = {"owner": owner_id(args.container_id), "forwarding": forwarding, "nat": backend.name}
+    owner = owner_id(args.container_id)
+    state = {"owner": owner, "forwarding": forwarding, "nat": backend.name}
     alias = ALIAS_PREFIX + json.dumps(state, separators=(",", ":"))
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")
@@ -208,7 +210,7 @@ def _configure(
 
     def default_route() -> None:
         for gateway in conf.gateways:
-            for old in save_and_remove_default_routes(pod, gateway.version):
+            for old in save_and_remove_default_routes(pod, gateway.version, saved_table(owner)):
                 log.debug(f"deleted default route {old.go_string()}")
             add_default_route(pod, gateway, link.index)
             log.debug(f"Added new default route with gateway {gateway}")
@@ -368,7 +370,7 @@ def _teardown(
     for version in ALL_FAMILIES:
 
         def restore(version: int = version) -> None:
-            for route in restore_default_routes(pod, version):
+            for route in restore_default_routes(pod, version, saved_table(owner)):
                 log.debug(f"Restored default route {route.go_string(table=254)}")
 
         attempt(restore)
@@ -406,6 +408,7 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     ns = open_optional(args.netns)
     if ns is None:
         log.debug("network namespace is gone or not given: nothing left to clean up")
+        log.verbose("CNI DEL done")
         return
     owner = owner_id(args.container_id)
     with ns:

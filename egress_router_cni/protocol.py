@@ -92,13 +92,17 @@ def read_request(environ: Mapping[str, str], stdin: IO[bytes]) -> CmdArgs:
         raise IOFailure("error reading from stdin", str(e)) from None
     config = decode_json(data)
     version = check_version(config)
-    check_name(config)
-    minimum = _MIN_VERSION.get(command)
-    if minimum and SUPPORTED_VERSIONS.index(version) < SUPPORTED_VERSIONS.index(minimum):
-        raise IncompatibleVersion(
-            f"config version does not allow {command}",
-            f"config is {version!r}; {command} needs {minimum} or later",
-        )
+    try:
+        check_name(config)
+        minimum = _MIN_VERSION.get(command)
+        if minimum and SUPPORTED_VERSIONS.index(version) < SUPPORTED_VERSIONS.index(minimum):
+            raise IncompatibleVersion(
+                f"config version does not allow {command}",
+                f"config is {version!r}; {command} needs {minimum} or later",
+            )
+    except CniError as e:
+        e.cni_version = version  # answer in the config's own version
+        raise
     return CmdArgs(
         command=command,
         container_id=container_id,
@@ -137,7 +141,7 @@ def run(
             _emit(stdout, output)
         return 0
     except CniError as e:
-        _emit(stdout, error_document(e, cni_version))
+        _emit(stdout, error_document(e, e.cni_version or cni_version))
         stderr.write(f"egress-router: {e}\n")
         return 1
     except Exception as e:

@@ -121,11 +121,11 @@ def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
             ips.append(
                 IPConfig(
                     address=str(ip["address"]),
-                    gateway=str(ip.get("gateway", "") or ""),
+                    gateway=_checked_gateway(ip.get("gateway")),
                     interface=int(index) if index is not None else None,
                 )
             )
-        routes = [Route(dst=str(r["dst"]), gw=str(r.get("gw", "") or "")) for r in data.get("routes") or []]
+        routes = [_parse_route(r) for r in data.get("routes") or []]
         dns = data.get("dns") or None
         return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns if isinstance(dns, dict) else None)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -139,8 +139,24 @@ def _parse_020(data: Dict[str, Any]) -> Result:
         if not block:
             continue
         ipaddress.ip_interface(block["ip"])
-        result.ips.append(IPConfig(address=block["ip"], gateway=block.get("gateway", "") or ""))
-        result.routes.extend(Route(dst=r["dst"], gw=r.get("gw", "") or "") for r in block.get("routes") or [])
+        result.ips.append(IPConfig(address=block["ip"], gateway=_checked_gateway(block.get("gateway"))))
+        result.routes.extend(_parse_route(r) for r in block.get("routes") or [])
     dns = data.get("dns")
     result.dns = dns if isinstance(dns, dict) and dns else None
     return result
+
+
+def _parse_route(r: Dict[str, Any]) -> Route:
+    """A prevResult route, validated: it is printed again and converted between versions."""
+    dst, gw = str(r["dst"]), str(r.get("gw", "") or "")
+    ipaddress.ip_network(dst, strict=False)
+    if gw:
+        ipaddress.ip_address(gw)
+    return Route(dst=dst, gw=gw)
+
+
+def _checked_gateway(value: Any) -> str:
+    gw = str(value or "")
+    if gw:
+        ipaddress.ip_address(gw)
+    return gw

@@ -2,7 +2,8 @@
 
 The pod's original default routes are moved into a private routing table
 rather than kept in memory, so that DEL can put them back even after the ADD
-process was killed half-way.
+process was killed half-way. The table id is derived from the attachment's
+owner id, so a DEL for some other container never touches them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,19 @@ from .netlink import (
 
 MAIN_TABLE = 254
 # Where the pod's original default routes wait while the router owns the
-# default route. Any unused id works; this one spells "ER" (0x4552).
-SAVED_ROUTES_TABLE = 17746
+# default route: 0x4552xxxx ("ER"), the low 16 bits from the owner id.
+SAVED_TABLE_BASE = 0x45520000
+
+
+def saved_table(owner: str) -> int:
+    """The private routing table holding the original default routes of this owner's pod."""
+    return SAVED_TABLE_BASE + int(owner[:4], 16)
+
+
+def is_saved_table(table: int) -> bool:
+    return SAVED_TABLE_BASE <= table <= SAVED_TABLE_BASE + 0xFFFF
+
+
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
@@ -153,6 +165,15 @@ def add_host_route(nl: Netlink, gateway: IPAddress, index: int) -> None:
     except NetlinkError as e:
         if e.errno != errno.EEXIST:
             raise RouteError(f"failed to add route to gateway {gateway}", str(e)) from e
+        host_dst = f"{gateway}/{32 if version == 4 else 128}"
+        conflict = [r for r in list_routes(nl, version, MAIN_TABLE) if r.dst == host_dst and r.oif != index]
+        if conflict:
+            # Keeping it would send the gateway's traffic elsewhere and break the router silently.
+            raise RouteError(
+                f"the pod already has a route to the gateway {gateway}",
+                f"{conflict[0].go_string()} conflicts with the router's route on its macvlan; remove it or "
+                "choose another gateway",
+            ) from e
 
 
 def add_default_route(nl: Netlink, gateway: IPAddress, index: int) -> None:
@@ -201,15 +222,15 @@ def _delete(nl: Netlink, route: RouteInfo) -> bool:
     return True
 
 
-def save_and_remove_default_routes(nl: Netlink, version: int) -> List[RouteInfo]:
-    """Move the main table's default routes into SAVED_ROUTES_TABLE; return what was moved.
+def save_and_remove_default_routes(nl: Netlink, version: int, table: int) -> List[RouteInfo]:
+    """Move the main table's default routes into the private table; return what was moved.
 
     Copy first, delete second: a crash in between leaves a copy, never a loss.
     """
     moved = []
     for route in default_routes(nl, version):
         try:
-            nl.request(RTM_NEWROUTE, _copy(nl, route, SAVED_ROUTES_TABLE), NLM_F_CREATE | NLM_F_EXCL)
+            nl.request(RTM_NEWROUTE, _copy(nl, route, table), NLM_F_CREATE | NLM_F_EXCL)
         except NetlinkError as e:
             if e.errno != errno.EEXIST:
                 raise RouteError(f"failed to save default route {route.go_string()}", str(e)) from e
@@ -218,13 +239,15 @@ def save_and_remove_default_routes(nl: Netlink, version: int) -> List[RouteInfo]
     return moved
 
 
-def restore_default_routes(nl: Netlink, version: int, router_index: Optional[int] = None) -> List[RouteInfo]:
-    """Put saved default routes back into the main table and empty SAVED_ROUTES_TABLE.
+def restore_default_routes(
+    nl: Netlink, version: int, table: int, router_index: Optional[int] = None
+) -> List[RouteInfo]:
+    """Put saved default routes back into the main table and empty the private table.
 
     Our own default route (via the router link) is removed first when the link
     still exists, so the originals can take its place.
     """
-    saved = list_routes(nl, version, SAVED_ROUTES_TABLE)
+    saved = list_routes(nl, version, table)
     if not saved:
         return []
     if router_index is not None:

@@ -20,7 +20,7 @@ from .errors import CniError, InvalidConfig, NotAvailable
 from .link import ALIAS_PREFIX, MACVLAN_MODES, list_links, owner_id
 from .netlink import Netlink
 from .netns import NetNS
-from .route import SAVED_ROUTES_TABLE, addresses_of, list_routes
+from .route import addresses_of, is_saved_table, list_routes
 
 CNI_CACHE_DIRS = ("/var/lib/cni/results",)
 _MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
@@ -166,7 +166,9 @@ def inspect_netns(netns: str, log_file: str) -> RouterView:
                 )
             for version in (4, 6):
                 view.routes += [_route_text(r, names) for r in list_routes(pod, version, 254)]
-                view.saved_routes += [_route_text(r, names) for r in list_routes(pod, version, SAVED_ROUTES_TABLE)]
+                view.saved_routes += [
+                    _route_text(r, names) for r in list_routes(pod, version) if is_saved_table(r.table)
+                ]
                 with contextlib.suppress(CniError):  # IPv6 may be disabled in the pod
                     key = sysctl.FORWARDING[version]
                     view.forwarding[key.replace("/", ".")] = sysctl.read(key)

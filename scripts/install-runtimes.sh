@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Install the real CNI clients that tests/runtimes/ drives: podman (CNI backend), containerd (CRI),
-# and Debian's libcni sources + Go for tests/clients/ercni.go. Idempotent and quiet; safe with CI=true
-# and no stdin. Needs root (apt-get). Nothing here touches the machine's network configuration.
+# Install the real CNI clients that tests/runtimes/ drives, from Debian and PyPI only:
+#   podman (CNI backend), runc, containerd (CRI), the upstream CNI plugins, Go + Debian's libcni
+#   sources (for tests/clients/ercni.go), and the CRI gRPC stubs (PyPI container-runtime-interface-api)
+#   in a venv of their own, tests/clients/bin/cri-venv (git-ignored), whatever python runs pytest.
+# Then builds tests/clients/bin/ercni. Idempotent and quiet: prints one line when all is there.
+# Safe with CI=true and no stdin. Needs root (apt-get). Starts no service, and touches no network config.
+#
+# Environment: PYTHON  the interpreter that creates the CRI venv (default: python3 on PATH)
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 APT_PACKAGES=(podman runc containerd containernetworking-plugins golang-go golang-github-appc-cni-dev)
 PIP_PACKAGES=(container-runtime-interface-api)
+CRI_VENV="$ROOT/tests/clients/bin/cri-venv"
 PYTHON="${PYTHON:-python3}"
+APT_UPDATED=0
+
+log() {
+    echo "install-runtimes: $*" >&2
+}
 
 # Run a command with its output kept in a temp file, shown only if it fails.
 quietly() {
@@ -15,10 +27,21 @@ quietly() {
     "$@" </dev/null >"$out" 2>&1 || rc=$?
     if [ "$rc" -ne 0 ]; then
         cat "$out" >&2
-        echo "install-runtimes: failed ($rc): $*" >&2
+        log "failed ($rc): $*"
     fi
     rm -f "$out"
     return "$rc"
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        quietly apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    # Recommends stay on: podman needs crun/conmon/catatonit from them.
+    quietly apt-get install -y -qq -o Dpkg::Options::=--force-confold "$@"
 }
 
 missing_apt() {
@@ -31,24 +54,35 @@ missing_apt() {
 install_apt() {
     local missing
     mapfile -t missing < <(missing_apt)
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    echo "install-runtimes: apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # --no-install-recommends would drop crun/conmon/catatonit that podman needs at run time; keep defaults.
-    quietly apt-get update -qq
-    quietly apt-get install -y -qq -o Dpkg::Options::=--force-confold "${missing[@]}"
+    [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 }
 
-install_pip() {
-    "$PYTHON" -c 'import cri_api.v1.api_pb2' 2>/dev/null && return 0
-    echo "install-runtimes: pip install ${PIP_PACKAGES[*]}"
-    quietly "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PACKAGES[@]}"
+make_venv() {
+    if quietly "$PYTHON" -m venv "$CRI_VENV"; then
+        return 0
+    fi
+    rm -rf "$CRI_VENV"
+    apt_install python3-venv
+    PYTHON=/usr/bin/python3
+    quietly "$PYTHON" -m venv "$CRI_VENV"
+}
+
+install_cri_venv() {
+    if "$CRI_VENV/bin/python" -c 'import grpc, cri_api.v1.api_pb2' >/dev/null 2>&1; then
+        return 0
+    fi
+    rm -rf "$CRI_VENV"
+    make_venv
+    log "pip install ${PIP_PACKAGES[*]} into tests/clients/bin/cri-venv"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+        quietly "$CRI_VENV/bin/python" -m pip install -q "${PIP_PACKAGES[@]}"
 }
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-runtimes: must run as root (apt-get)" >&2
+    log "must run as root (apt-get)"
     exit 1
 fi
 install_apt
-install_pip
-echo "install-runtimes: ok ($(podman --version 2>/dev/null); containerd $(containerd --version 2>/dev/null | awk '{print $3}'); $(go version 2>/dev/null | awk '{print $3}'))"
+install_cri_venv
+quietly bash "$ROOT/tests/clients/build.sh"
+log "ok: $(podman --version), containerd $(containerd --version | awk '{print $3}'), $(go version | awk '{print $3}')"

@@ -136,7 +136,7 @@ class Topology:
 
     prefix: str = field(default_factory=new_prefix)
     server_pid: Optional[int] = None
-    _server: Optional[subprocess.Popen[str]] = field(default=None, repr=False)
+    _server: Optional[subprocess.Popen[str]] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("ert-") or "/" in self.prefix:
@@ -245,6 +245,10 @@ class Topology:
             raise TopologyError(f"echo servers in {self.ext} did not start (got {line!r})")
         return proc.pid
 
+    def detach_servers(self) -> None:
+        """Let the servers outlive this object (the CLI exits); down() still finds them by server_pid."""
+        self._server = None
+
     def stop_servers(self) -> None:
         """Kill the echo servers by PID (and only them)."""
         if self._server is not None:
@@ -295,9 +299,12 @@ def _state_file(prefix: str) -> Path:
 def _cli_up(prefix: str) -> int:
     topo = Topology(prefix=prefix)
     topo.up()
-    pod = topo.add_pod()
-    # The CLI process exits while the servers run on: detach from them.
-    topo._server = None
+    try:
+        pod = topo.add_pod()
+    except BaseException:
+        topo.down()
+        raise
+    topo.detach_servers()
     _state_file(prefix).write_text(json.dumps({**topo.state(), "pod": pod.path}))
     print(json.dumps({**topo.state(), "pod": pod.path, "node": topo.node, "client": topo.client}))
     return 0
@@ -317,17 +324,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.topology", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "request"))
-    parser.add_argument("--prefix", required=True, help="namespace name prefix, must start with 'ert-'")
-    parser.add_argument("proto", nargs="?", choices=("tcp", "udp"))
-    parser.add_argument("port", nargs="?", type=int)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "down", "request"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--prefix", required=True, help="namespace name prefix, must start with 'ert-'")
+        if name == "request":
+            cmd.add_argument("proto", choices=("tcp", "udp"))
+            cmd.add_argument("port", type=int)
     args = parser.parse_args(argv)
     if args.command == "up":
         return _cli_up(args.prefix)
     if args.command == "down":
         return _cli_down(args.prefix)
-    if args.proto is None or args.port is None:
-        parser.error("request needs PROTO and PORT")
     try:
         print(Topology(prefix=args.prefix).request(args.proto, args.port))
     except TopologyError as e:

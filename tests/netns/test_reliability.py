@@ -354,20 +354,28 @@ def test_refuses_the_node_namespace_itself(topology: Topology, log_file: Path, c
     assert_same(before, full_snapshot(topology.node), f"{command} aimed at the node namespace")
 
 
+def _fds() -> Dict[str, str]:
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    return out
+
+
 def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_file: Path) -> None:
     """In-process: no fd (netlink sockets, netns handles, log file, pipes) survives ADD or DEL."""
     from egress_router_cni import plugin
 
     conf = router_config("1.0.0", str(log_file))
     container_id = uuid.uuid4().hex
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = _fds()
     with inside(f"/run/netns/{topology.node}"):
-        inner = sorted(os.listdir("/proc/self/fd"))
+        inner = _fds()
         plugin.cmd_add(cmd_args("ADD", conf, pod, container_id))
-        assert sorted(os.listdir("/proc/self/fd")) == inner, "ADD leaked a file descriptor"
+        assert _fds() == inner, "ADD leaked a file descriptor"
         plugin.cmd_del(cmd_args("DEL", conf, pod, container_id))
-        assert sorted(os.listdir("/proc/self/fd")) == inner, "DEL leaked a file descriptor"
-    assert sorted(os.listdir("/proc/self/fd")) == before
+        assert _fds() == inner, "DEL leaked a file descriptor"
+    assert _fds() == before
 
 
 def test_one_add_spawns_at_most_one_helper_process(topology: Topology, pod: Pod, log_file: Path) -> None:
