@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what the checks need, then run ruff, mypy and pytest; exit non-zero if any fails.
 #
-#   scripts/test.sh [PYTEST_ARGS...]        e.g. scripts/test.sh -k e2e -x
+#   scripts/test.sh                  everything: ruff, mypy, pytest (unit, netns, real runtimes),
+#                                    the fuzzer for 60 s, then the e2e suite against the frozen build
+#   scripts/test.sh [PYTEST_ARGS...] only pytest with these arguments, e.g. scripts/test.sh -k e2e -x
 #
 # As root on a fresh Debian 12 / Ubuntu machine it installs iproute2, nftables
 # (and python3-venv if needed) with apt-get and the project with its test
@@ -17,7 +19,7 @@ ERT_PROG=test.sh
 # shellcheck source=scripts/lib/setup.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
 
-ert_setup test ruff mypy
+ert_setup test ruff mypy 'atheris>=2; python_version < "3.13"'
 cd "$ERT_ROOT"
 
 failed=()
@@ -31,15 +33,33 @@ step() {
     fi
 }
 
-step ruff "$(ert_tool ruff)" check .
-if grep -q '^\[tool\.mypy\]' pyproject.toml; then
-    step mypy "$(ert_tool mypy)"
-fi
-if ert_is_root; then
-    step pytest unshare --net -- "$ERT_PYTHON" -m pytest "$@"
+in_netns() {
+    # pytest and the fuzzer run in a fresh network namespace; without root, as they are.
+    if ert_is_root; then
+        unshare --net -- "$@"
+    else
+        "$@"
+    fi
+}
+
+if [ $# -gt 0 ]; then
+    step pytest in_netns "$ERT_PYTHON" -m pytest "$@"
 else
-    ert_log "not root: the netns tests will be skipped"
-    step pytest "$ERT_PYTHON" -m pytest "$@"
+    step ruff "$(ert_tool ruff)" check .
+    step mypy "$(ert_tool mypy)"
+    if ert_is_root && [ "${ERT_SKIP_INSTALL:-0}" != 1 ]; then
+        step install-runtimes env PYTHON="$ERT_PYTHON" bash "$ERT_ROOT/scripts/install-runtimes.sh"
+        export ERT_REQUIRE_RUNTIMES=1  # a runtime that failed to install must fail, not skip
+    fi
+    step pytest in_netns "$ERT_PYTHON" -m pytest tests
+    step fuzz env PYTHON="$ERT_PYTHON" bash "$ERT_ROOT/scripts/fuzz.sh" --seconds "${ERT_FUZZ_SECONDS:-60}"
+    if ert_is_root && [ -f "$ERT_ROOT/scripts/build.sh" ]; then
+        # The installed form is the frozen onedir build: the end-to-end suite runs against it too.
+        if step build env PYTHON="$ERT_PYTHON" bash "$ERT_ROOT/scripts/build.sh"; then
+            step pytest-frozen env EGRESS_ROUTER_EXE="$ERT_ROOT/dist/egress-router/egress-router" \
+                unshare --net -- "$ERT_PYTHON" -m pytest tests/netns tests/runtimes -q
+        fi
+    fi
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -55,12 +55,22 @@ ert_apt_install() {
     ert_quietly apt-get install -y -qq --no-install-recommends "$@"
 }
 
-# The kernel-facing tools: ip (iproute2), nft (nftables), unshare and nsenter (util-linux).
+# The kernel-facing tools: ip (iproute2), nft + libnftables (nftables), iptables-legacy and
+# libxtables (iptables, for the second NAT backend), unshare and nsenter (util-linux);
+# gcc, libc and Python headers to build python-iptables' small C helper (an sdist).
 ert_system_tools() {
     local missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    [ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || [ -e /usr/lib64/libnftables.so.1 ] \
+        || ldconfig -p 2>/dev/null | grep -q libnftables.so.1 || missing+=(libnftables1)
+    command -v iptables-legacy-save >/dev/null 2>&1 || missing+=(iptables)
     { command -v unshare && command -v nsenter; } >/dev/null 2>&1 || missing+=(util-linux)
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+    local py=${PYTHON:-python3} inc
+    inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+    [ -n "$inc" ] && [ -f "$inc/Python.h" ] || missing+=(python3-dev)
+    command -v strace >/dev/null 2>&1 || missing+=(strace)
     if [ "${#missing[@]}" -gt 0 ]; then
         ert_apt_install "${missing[@]}"
     fi
