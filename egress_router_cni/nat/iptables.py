@@ -22,7 +22,7 @@ import types
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
-from .rules import DnatRule, Rule, SnatRule, iptables_spelling
+from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
 
 COMMENT_PREFIX = "egress-router "
 XTABLES_LOCK = "/run/xtables.lock"
@@ -143,7 +143,7 @@ class IptablesBackend:
                 match = r.create_match(rule.protocol)
                 match.dport = str(rule.port)
             target = r.create_target("DNAT")
-            target.to_destination = _dnat_destination(rule)
+            target.to_destination = dnat_target(rule)
         else:
             r.out_interface = rule.out_iface
             target = r.create_target("SNAT")
@@ -231,14 +231,6 @@ class IptablesBackend:
             self._table(4)
         except Exception as e:
             raise NotAvailable("the iptables nat table is not usable", str(e)) from None
-
-
-def _dnat_destination(rule: DnatRule) -> str:
-    if rule.to_port is None:
-        return str(rule.to_addr)
-    if rule.family == 6:
-        return f"[{rule.to_addr}]:{rule.to_port}"
-    return f"{rule.to_addr}:{rule.to_port}"
 
 
 def _comment(rule: Any) -> str:

@@ -147,24 +147,7 @@ def _config_file(conf: Dict[str, Any]) -> Any:
 
 
 def _spawn_add(plugin: Plugin, conf: Dict[str, Any], pod: Pod) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-    env.update(
-        {
-            "CNI_COMMAND": "ADD",
-            "CNI_CONTAINERID": plugin.container_id,
-            "CNI_NETNS": pod.path,
-            "CNI_IFNAME": IFNAME,
-            "CNI_PATH": "/opt/cni/bin",
-        }
-    )
-    # `ip netns exec` execs the plugin, so this PID is the plugin process itself.
-    return subprocess.Popen(
-        ["ip", "netns", "exec", plugin.node_ns, *plugin.command],
-        stdin=_config_file(conf),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    return _start(plugin, "ADD", conf, pod.path, quiet=True)
 
 
 def _kill_window(topology: Topology, log_file: Path) -> Tuple[float, float]:
@@ -281,16 +264,27 @@ def test_del_restores_state_after_the_link_was_deleted_by_hand(topology: Topolog
 CONCURRENT = 32
 
 
-def _start(plugin: Plugin, command: str, conf: Dict[str, Any], netns: str) -> subprocess.Popen[bytes]:
+def _start(
+    plugin: Plugin, command: str, conf: Dict[str, Any], netns: str, quiet: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start the real executable in the node namespace without waiting for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(
-        {"CNI_COMMAND": command, "CNI_CONTAINERID": plugin.container_id, "CNI_NETNS": netns, "CNI_IFNAME": IFNAME}
+        {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": plugin.container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": IFNAME,
+            "CNI_PATH": "/opt/cni/bin",
+        }
     )
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    # `ip netns exec` execs the plugin, so this PID is the plugin process itself.
     return subprocess.Popen(
         ["ip", "netns", "exec", plugin.node_ns, *plugin.command],
         stdin=_config_file(conf),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
         env=env,
     )
 
