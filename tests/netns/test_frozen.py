@@ -53,7 +53,10 @@ def test_frozen_bundle_selftest(form: str) -> None:
     assert report["pyroute2_find_spec"]["detail"].startswith(report["meipass"])
     assert "macvlan" in report["pyroute2_link_kinds"]["detail"].split()
     assert report["hot_path_stays_lean"]["ok"], report["hot_path_stays_lean"]
-    assert report["libnftables"]["detail"]["mapped_from"].startswith(report["meipass"])
+    nft = report["libnftables"]["detail"]
+    assert nft["nft_ctx_new"] is True
+    for path in [nft["mapped_from"], *nft["dependencies"].values()]:
+        assert path.startswith(report["meipass"]), nft
 
 
 @pytest.mark.parametrize("form", sorted(BUILDS))
