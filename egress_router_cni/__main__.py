@@ -11,7 +11,16 @@ def main() -> None:
         from .protocol import run
 
         # Binary stdin: the config is JSON bytes; a decoding error must become code 6, not a crash.
-        sys.exit(run(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr))
+        status = run(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr)
+        # Skip the interpreter's teardown (freeing every module, gc passes):
+        # the log is written with os.write and nothing but the standard
+        # streams is buffered. Saves ~10 ms of CPU per exec.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                status = status or 1  # the runtime could not read the answer
+        os._exit(status)
     from .cli import main as cli_main
 
     cli_main()

@@ -12,8 +12,7 @@ import errno
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, List, NamedTuple, Optional
 
 from .config import IPAddress, IPInterface
 from .errors import RouteError
@@ -55,8 +54,8 @@ _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 _COPY_ATTRS = ("RTA_DST", "RTA_GATEWAY", "RTA_OIF", "RTA_PRIORITY", "RTA_PREFSRC", "RTA_PREF", "RTA_VIA")
 
 
-@dataclass(frozen=True)
-class RouteInfo:
+# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class RouteInfo(NamedTuple):
     family: int
     dst: Optional[str]  # None for default
     gateway: Optional[str]

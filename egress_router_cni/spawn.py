@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -20,6 +19,8 @@ def host_environ() -> Dict[str, str]:
 
 
 def find_tool(name: str) -> Optional[str]:
+    import shutil  # only the fallback to the nft tool needs it
+
     path = os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"
     return shutil.which(name, path=path + ":/usr/sbin:/usr/bin:/sbin:/bin")
 

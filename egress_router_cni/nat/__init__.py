@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import List, Optional, Protocol, Union
 
 from .rules import Rule
@@ -42,3 +43,10 @@ def get_backend(name: str) -> NatBackend:
 
         return IptablesBackend()
     raise ValueError(f"unknown NAT backend {name!r}")
+
+
+def release_contexts() -> None:
+    """Close what a backend kept open during the command (see nftables.release)."""
+    nftables = sys.modules.get(__name__ + ".nftables")
+    if nftables is not None:
+        nftables.release()

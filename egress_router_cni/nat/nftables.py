@@ -19,6 +19,11 @@ from .rules import DnatRule, Rule, SnatRule
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
 _lib: Any = None
+# Contexts are freed by release() when the CNI command ends, not after each
+# batch: closing a netfilter socket right after a commit waits for nf_tables to
+# free the transaction (an RCU grace period, 6-20 ms here); DEL deletes the
+# link during that time instead of waiting.
+_spent: List[Any] = []
 
 
 def _library() -> Any:
@@ -47,6 +52,12 @@ def _library() -> Any:
     return _lib
 
 
+def release() -> None:
+    """Free the libnftables contexts of this command (closing their netlink sockets)."""
+    while _spent:
+        _lib.nft_ctx_free(_spent.pop())
+
+
 def nft(commands: str, json_output: bool = False) -> str:
     """Run an nft batch in the current network namespace; return its output or raise NatError."""
     lib = _library()
@@ -63,7 +74,7 @@ def nft(commands: str, json_output: bool = False) -> str:
             out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
             err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
         finally:
-            lib.nft_ctx_free(ctx)
+            _spent.append(ctx)
         if rc != 0:
             raise NatError("nftables rejected the change", err.strip() or f"nft returned {rc}")
         return out

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 from ..config import IPAddress, NetConf
 from ..errors import InvalidConfig
@@ -14,8 +13,8 @@ from ..errors import InvalidConfig
 _SAFE_IFNAME = re.compile(r"^[A-Za-z0-9_.\-@+]{1,15}$")
 
 
-@dataclass(frozen=True)
-class DnatRule:
+# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class DnatRule(NamedTuple):
     """Traffic arriving on in_iface [PROTO dport PORT] is sent to to_addr[:to_port]."""
 
     family: int
@@ -26,8 +25,7 @@ class DnatRule:
     to_port: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class SnatRule:
+class SnatRule(NamedTuple):
     """Traffic leaving out_iface gets the reserved source address."""
 
     family: int

@@ -37,7 +37,6 @@ ADD_STEPS = (
     "gateway-route",
     "default-route",
     "forwarding",
-    "announce",
     "nat",
 )
 BACKENDS = ("nftables", "iptables")
