@@ -2,7 +2,8 @@
 # Install what the checks need, then run ruff, mypy and pytest; exit non-zero if any fails.
 #
 #   scripts/test.sh                  everything: ruff, mypy, pytest (unit, netns, real runtimes),
-#                                    the fuzzer for 60 s, then the e2e suite against the frozen build
+#                                    the fuzzer for 60 s, the e2e suite against the frozen build, and
+#                                    the portable (glibc 2.31) build with its checks (ERT_SKIP_PORTABLE=1 skips it)
 #   scripts/test.sh [PYTEST_ARGS...] only pytest with these arguments, e.g. scripts/test.sh -k e2e -x
 #
 # As root on a fresh Debian 12 / Ubuntu machine it installs iproute2, nftables
@@ -58,6 +59,11 @@ else
         if step build env PYTHON="$ERT_PYTHON" bash "$ERT_ROOT/scripts/build.sh"; then
             step pytest-frozen env EGRESS_ROUTER_EXE="$ERT_ROOT/dist/egress-router/egress-router" \
                 unshare --net -- "$ERT_PYTHON" -m pytest tests/netns tests/runtimes -q
+        fi
+        # The build for older nodes (glibc 2.31: RHEL/RHCOS 9, Ubuntu 20.04+, Debian 11+), its glibc
+        # floor and an ADD/CHECK/DEL inside a Debian 11 root filesystem. Needs the Debian mirror.
+        if [ "${ERT_SKIP_PORTABLE:-0}" != 1 ]; then
+            step portable bash "$ERT_ROOT/scripts/build-portable.sh" --e2e
         fi
     fi
 fi

@@ -62,6 +62,13 @@ def nft(commands: str, json_output: bool = False) -> str:
     """Run an nft batch in the current network namespace; return its output or raise NatError."""
     lib = _library()
     if lib:
+        # At most one context alive at a time: libnftables before 1.0 (Debian 11's
+        # 0.9.8, bundled in the portable build) keeps global state that every
+        # nft_ctx_free tears down, so freeing two contexts that were alive at the
+        # same time aborts with a double free. Only the last batch of a command
+        # commits (ADD: list, install; DEL: note, list, remove), so its context is
+        # still the one left for release() at the end.
+        release()
         ctx = lib.nft_ctx_new(0)
         if not ctx:
             raise NatError("failed to run nftables", "nft_ctx_new failed")
