@@ -7,7 +7,13 @@ import sys
 
 
 def main() -> None:
-    if "CNI_COMMAND" in os.environ:
+    command = os.environ.get("CNI_COMMAND")
+    if command == "VERSION":
+        from .versions import VERSION_JSON
+
+        os.write(1, (VERSION_JSON + "\n").encode())
+        os._exit(0)
+    if command is not None:
         from .protocol import run
 
         # Binary stdin: the config is JSON bytes; a decoding error must become code 6, not a crash.

@@ -8,7 +8,6 @@ so DEL can finish the job after a crash and rollback and DEL share one path.
 from __future__ import annotations
 
 import json
-import traceback
 from typing import Any, Callable, Dict, List, Optional
 
 from . import sysctl
@@ -70,6 +69,8 @@ def _logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
         log.error(f"CNI {command} failed: {e}")
         raise
     except Exception:
+        import traceback
+
         log.error(f"CNI {command} failed with an internal error: {traceback.format_exc()}")
         raise
     finally:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import traceback
 from typing import IO, Any, Callable, Dict, Mapping, NamedTuple, Optional
 
-from .config import MAX_CONFIG_BYTES, SUPPORTED_VERSIONS, check_name, check_version, decode_json, valid_ifname
+from .config import MAX_CONFIG_BYTES, check_name, check_version, decode_json, valid_ifname
 from .config import parse_cni_args as _parse_cni_args
 from .errors import CniError, ErrorCode, IncompatibleVersion, InvalidEnvironment, IOFailure
+from .versions import SUPPORTED_VERSIONS, VERSION_JSON
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 _CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -48,9 +48,9 @@ Handler = Callable[[CmdArgs], Optional[Dict[str, Any]]]
 
 
 def version_info() -> Dict[str, Any]:
-    # skel prints its own library version here rather than echoing the input;
-    # every runtime decoder accepts that.
-    return {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED_VERSIONS)}
+    """The VERSION answer (the same document __main__ prints from versions.VERSION_JSON)."""
+    result: Dict[str, Any] = json.loads(VERSION_JSON)
+    return result
 
 
 def error_document(err: CniError, cni_version: str) -> Dict[str, Any]:
@@ -144,6 +144,8 @@ def run(
         stderr.write(f"egress-router: {e}\n")
         return 1
     except Exception as e:
+        import traceback  # only on this path: ~2 ms of imports
+
         stderr.write(traceback.format_exc())
         err = CniError(f"internal error: {type(e).__name__}: {e}", code=ErrorCode.INTERNAL)
         _emit(stdout, error_document(err, cni_version))

@@ -7,7 +7,7 @@ import json
 import click
 
 from .. import __version__
-from ..config import SUPPORTED_VERSIONS
+from ..versions import SUPPORTED_VERSIONS
 
 
 @click.command()

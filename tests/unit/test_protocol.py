@@ -498,3 +498,22 @@ def test_protocol_4_kb_container_id_with_a_bad_byte_is_refused_with_a_short_mess
 def test_protocol_container_id_with_trailing_newline_is_code_4() -> None:
     """Regression: _CONTAINER_ID_RE used '$', which also matches before a trailing newline."""
     assert_error(invoke(env("ADD", CNI_CONTAINERID="abc\n")), ErrorCode.INVALID_ENVIRONMENT)
+
+
+def test_version_fast_path_prints_the_same_document_as_the_protocol_layer() -> None:
+    """__main__ answers VERSION from versions.VERSION_JSON without importing the protocol layer."""
+    import subprocess
+    import sys
+
+    from egress_router_cni.protocol import version_info
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from egress_router_cni.__main__ import main; main()"],
+        env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == version_info()
+    assert proc.stdout.count("\n") == 1
