@@ -1,0 +1,59 @@
+"""What every CNI command shares: its log file, error logging, and the node's master interface."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from .config import NetConf
+from .errors import CniError, InvalidConfig
+from .link import LinkInfo, resolve_master
+from .log import PluginLog
+from .nat import release_contexts
+from .netlink import Netlink
+from .protocol import CmdArgs
+from .route import default_routes
+
+ALL_FAMILIES = (4, 6)
+
+
+def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
+    """The plugin log of this invocation (the default path when the config could not be read)."""
+    context = {"command": args.command, "container_id": args.container_id, "ifname": args.ifname}
+    if conf is None:
+        return PluginLog(context=context)
+    return PluginLog(conf.log_file, conf.log_level, conf.log_format, context)
+
+
+def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
+    """Run fn; log its failure (traceback for unexpected ones) before the protocol layer reports it."""
+    try:
+        return fn()
+    except CniError as e:
+        log.error(f"CNI {command} failed: {e}")
+        raise
+    except Exception:
+        import traceback
+
+        log.error(f"CNI {command} failed with an internal error: {traceback.format_exc()}")
+        raise
+    finally:
+        release_contexts()
+        log.close()
+
+
+def _node_default_ifindex(host: Netlink) -> Optional[int]:
+    for version in ALL_FAMILIES:
+        for route in default_routes(host, version):
+            if route.oif:
+                return route.oif
+    return None
+
+
+def master_of(host: Netlink, conf: NetConf) -> LinkInfo:
+    """The node interface the macvlan hangs off; raise InvalidConfig when it is missing or too small."""
+    master = resolve_master(host, conf.master, None if conf.master else _node_default_ifindex(host))
+    if conf.mtu and conf.mtu > master.mtu:
+        raise InvalidConfig(
+            "invalid interfaceArgs.mtu", f"{conf.mtu} exceeds the MTU {master.mtu} of master {master.name!r}"
+        )
+    return master
