@@ -149,11 +149,12 @@ def _configure(
 
     step("addresses", addresses)
     step("link-up", lambda: set_up(pod, link))
-    for address in conf.addresses:
-        # arp_notify / ndisc_notify make the kernel send the gratuitous ARP / unsolicited NA now.
-        log.debug(f"Announced {address.ip} on {ifname} (gratuitous {'ARP' if address.version == 4 else 'NA'})")
     if 6 in conf.families():
         step("dad", lambda: wait_for_dad(pod, link.index))
+    for address in conf.addresses:
+        # arp_notify sends the gratuitous ARP as the link comes up; ndisc_notify
+        # the unsolicited NA once DAD has finished (which we just waited for).
+        log.debug(f"Announced {address.ip} on {ifname} (gratuitous {'ARP' if address.version == 4 else 'NA'})")
 
     def gateway_routes() -> None:
         for gateway in conf.gateways:

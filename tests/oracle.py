@@ -2,16 +2,23 @@
 
 It MUST NOT import the plugin (or pyroute2): the tests judge the plugin's work
 with a second, unrelated reader of the kernel state. Only the stdlib and the
-`ip` / `nft` tools are used.
+`ip` / `nft` tools (and, for the iptables backend, `iptables-legacy-save` /
+`ip6tables-legacy-save`) are used.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 SNAPSHOT_SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
+# Besides those two, a snapshot holds every forwarding flag under conf/*/ of both
+# families: writing ip_forward or conf/all/forwarding rewrites all of them.
+_FORWARDING_GLOBS = ("/proc/sys/net/ipv4/conf/*/forwarding", "/proc/sys/net/ipv6/conf/*/forwarding")
+XTABLES_SAVE = {4: "iptables-legacy-save", 6: "ip6tables-legacy-save"}
 # Fields that change without anyone touching the object (counters, timers) or
 # that nft renumbers on every reload.
 _VOLATILE_LINK_KEYS = frozenset({"stats", "stats64"})
@@ -68,19 +75,44 @@ def ipv4_addresses(ns: str, ifname: str) -> List[str]:
     return result
 
 
+def ipv6_addresses(ns: str, ifname: str, scope: str = "global") -> List[str]:
+    """The IPv6 CIDRs of one scope ('global', 'link') on one link, e.g. ['2001:db8:12::99/64']."""
+    result: List[str] = []
+    for entry in addresses(ns):
+        if entry.get("ifname") != ifname:
+            continue
+        for info in entry.get("addr_info", []):
+            if info.get("family") == "inet6" and info.get("scope") == scope:
+                result.append(f"{info['local']}/{info['prefixlen']}")
+    return result
+
+
+def ipv6_address_flags(ns: str, ifname: str) -> Dict[str, List[str]]:
+    """IPv6 address -> the DAD-related flags ip reports for it ('tentative', 'dadfailed', 'optimistic')."""
+    flags: Dict[str, List[str]] = {}
+    for entry in addresses(ns):
+        if entry.get("ifname") != ifname:
+            continue
+        for info in entry.get("addr_info", []):
+            if info.get("family") == "inet6":
+                flags[info["local"]] = [k for k in ("tentative", "dadfailed", "optimistic") if info.get(k)]
+    return flags
+
+
 def routes(ns: str, family: str = "-4", table: str = "all") -> List[Json]:
     """`ip -4|-6 route show table TABLE`."""
     return list(ip_json(ns, family, "route", "show", "table", table))
 
 
-def main_routes(ns: str) -> List[Tuple[str, str, str]]:
-    """The IPv4 main table as sorted (dst, gateway, dev) triples, 'default' for 0.0.0.0/0."""
-    return sorted((r["dst"], r.get("gateway", ""), r.get("dev", "")) for r in routes(ns, "-4", "main"))
+def main_routes(ns: str, family: str = "-4") -> List[Tuple[str, str, str]]:
+    """The main table of one family ('-4', '-6') as sorted (dst, gateway, dev) triples, 'default' for /0."""
+    return sorted((r["dst"], r.get("gateway", ""), r.get("dev", "")) for r in routes(ns, family, "main"))
 
 
-def route_lines(ns: str) -> List[str]:
-    """`ip route` as text lines, the way the product manual shows it."""
-    return [line.rstrip() for line in _run(["ip", "-n", ns, "route", "show"]).splitlines() if line.strip()]
+def route_lines(ns: str, family: str = "-4") -> List[str]:
+    """`ip route` (or `ip -6 route`) as text lines, the way the product manual shows it."""
+    out = _run(["ip", "-n", ns, family, "route", "show"])
+    return [line.rstrip() for line in out.splitlines() if line.strip()]
 
 
 def rules(ns: str) -> List[Json]:
@@ -91,6 +123,41 @@ def rules(ns: str) -> List[Json]:
 def sysctl(ns: str, key: str) -> str:
     """A sysctl read inside NS, key like 'net/ipv4/ip_forward'."""
     return netns_exec(ns, "cat", f"/proc/sys/{key}").strip()
+
+
+def forwarding_sysctls(ns: str) -> Dict[str, str]:
+    """SNAPSHOT_SYSCTLS plus net/ipv{4,6}/conf/*/forwarding (all, default, every link), read in one go."""
+    paths = " ".join(f"/proc/sys/{key}" for key in SNAPSHOT_SYSCTLS) + " " + " ".join(_FORWARDING_GLOBS)
+    out = netns_exec(ns, "sh", "-c", f"grep -H . {paths}")
+    values: Dict[str, str] = {}
+    for line in out.splitlines():
+        path, _, value = line.partition(":")
+        values[path.removeprefix("/proc/sys/")] = value.strip()
+    return values
+
+
+def xtables_available() -> bool:
+    """iptables-legacy-save and ip6tables-legacy-save are installed (the iptables backend's oracle)."""
+    return all(shutil.which(tool) for tool in XTABLES_SAVE.values())
+
+
+def xtables_save(ns: str, family: int = 4, table: str = "nat") -> List[str]:
+    """`iptables-legacy-save -t TABLE` (ip6tables- for 6) inside NS: chain policies and rules, no counters.
+
+    Lines like ':POSTROUTING ACCEPT' and '-A PREROUTING -i eth0 -p tcp -m tcp --dport 8080 ... -j DNAT ...'.
+    """
+    text = netns_exec(ns, XTABLES_SAVE[family], "-t", table)
+    return [
+        re.sub(r"\s*\[\d+:\d+\]", "", line)
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(("#", "*", "COMMIT"))
+    ]
+
+
+def xtables_rules(ns: str, family: int = 4, chain: Optional[str] = None) -> List[str]:
+    """The '-A CHAIN ...' lines of the legacy nat table (of one CHAIN), in order."""
+    prefix = f"-A {chain} " if chain else "-A "
+    return [line for line in xtables_save(ns, family) if line.startswith(prefix)]
 
 
 def nft_ruleset(ns: str) -> List[Json]:
@@ -139,21 +206,27 @@ def _sorted(items: List[Json]) -> List[Json]:
     return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
 
 
-def snapshot(ns: str) -> Dict[str, Json]:
+def snapshot(ns: str, xtables: bool = False) -> Dict[str, Json]:
     """Everything the plugin may change in NS, in a form that compares with ==.
 
     Links (details, no counters), addresses, routes of every table of both
-    families, policy rules, the forwarding sysctls and the nft ruleset.
+    families, policy rules, the forwarding sysctls (global and per link, both
+    families) and the nft ruleset; with XTABLES, also the legacy nat tables of
+    both families (iptables-legacy-save / ip6tables-legacy-save).
     """
-    return {
+    snap = {
         "links": _sorted(_strip(links(ns), _VOLATILE_LINK_KEYS)),
         "addresses": _sorted(_strip(addresses(ns), _VOLATILE_ADDR_KEYS)),
         "routes4": _sorted(_strip(routes(ns, "-4"), _VOLATILE_ROUTE_KEYS)),
         "routes6": _sorted(_strip(routes(ns, "-6"), _VOLATILE_ROUTE_KEYS)),
         "rules": _sorted(rules(ns)),
-        "sysctls": {key: sysctl(ns, key) for key in SNAPSHOT_SYSCTLS},
+        "sysctls": forwarding_sysctls(ns),
         "nft": _strip(nft_ruleset(ns), _VOLATILE_NFT_KEYS),
     }
+    if xtables:
+        snap["xtables4"] = xtables_save(ns, 4)
+        snap["xtables6"] = xtables_save(ns, 6)
+    return snap
 
 
 def snapshot_diff(before: Dict[str, Json], after: Dict[str, Json]) -> List[str]:

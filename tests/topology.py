@@ -5,19 +5,25 @@ Every object lives in network namespaces named PREFIX-* (PREFIX starts with
 call names its namespace with `-n`, and `down()` removes every PREFIX-*
 namespace and kills the echo servers by PID.
 
-    client (10.128.10.19) ─┐            cluster: bridge cbr0 10.128.10.1/23
-    pod eth0 (10.128.10.18)┘
-    pod net1 (the plugin's macvlan on node's ermaster0, 192.168.12.99)
-        ─ node:ermaster0 ══ lan:lan-node 192.168.12.1/24   (lan forwards)
-                            lan:lan-ext 203.0.113.1/24, 10.0.0.98/24
-                              ══ ext:eth0 203.0.113.26/24, .27/24, 10.0.0.99/24 + echo servers
+    client (10.128.10.19, fd00:10::19) ─┐   cluster: bridge cbr0 10.128.10.1/23, fd00:10::1/64
+    pod eth0 (10.128.10.18, fd00:10::18)┘
+    pod net1 (the plugin's macvlan on node's ermaster0, 192.168.12.99 / 2001:db8:12::99)
+        ─ node:ermaster0 ══ lan:lan-node 192.168.12.1/24, 2001:db8:12::1/64   (lan forwards both families)
+                            lan:lan-ext 203.0.113.1/24, 10.0.0.98/24, 2001:db8:ff::1/64
+                              ══ ext:eth0 203.0.113.26/24, .27/24, 10.0.0.99/24,
+                                          2001:db8:ff::26/64, 2001:db8:ff::27/64 + echo servers (both families)
 
 10.0.0.99 sits in a /24 here, not the /30 of the manual's destination string:
 in 10.0.0.96/30 it is the broadcast address, which a router does not forward.
+IPv6 uses only the documentation prefix 2001:db8::/32 and fd00::/8, and only
+inside these namespaces. Every address the topology configures skips duplicate
+address detection (nodad, accept_dad=0) so setup is fast and snapshots stable;
+a pod made with add_pod(dad=True) lets the plugin's own interface do real DAD.
 
 CLI (used by scripts/demo.sh):
     python -m tests.topology up --prefix ert-demo     build everything, start the servers
     python -m tests.topology request --prefix ert-demo tcp 8080
+    python -m tests.topology request --prefix ert-demo --host fd00:10::18 tcp 8080
     python -m tests.topology down --prefix ert-demo
 """
 
@@ -44,6 +50,15 @@ ROUTER_POD_IP = "10.128.10.18"
 CLIENT_POD_IP = "10.128.10.19"
 CLUSTER_PREFIXLEN = 23
 EXT_ADDRESSES = ("203.0.113.26/24", "203.0.113.27/24", "10.0.0.99/24")
+# IPv6 beside IPv4: the same picture with 2001:db8::/32 (outside) and fd00::/8 (cluster).
+GATEWAY6 = "2001:db8:12::1"
+RESERVED_IP6 = "2001:db8:12::99"
+LAN_EXT6 = "2001:db8:ff::1"
+EXT_ADDRESSES6 = ("2001:db8:ff::26/64", "2001:db8:ff::27/64")
+CLUSTER_GATEWAY6 = "fd00:10::1"
+ROUTER_POD_IP6 = "fd00:10::18"
+CLIENT_POD_IP6 = "fd00:10::19"
+PREFIXLEN6 = 64
 TCP_PORTS = (80, 443)
 UDP_PORTS = (80,)
 # Fixed so that the client's neighbour cache stays right when a test replaces
@@ -80,6 +95,11 @@ def write_sysctl(ns: str, key: str, value: str) -> None:
     run(["ip", "netns", "exec", ns, "sh", "-c", 'printf "%s\\n" "$1" > "/proc/sys/$2"', "sh", value, key])
 
 
+def ip6(ns: str, *args: str) -> None:
+    """`ip -n NS -6 ...`."""
+    run(["ip", "-n", ns, "-6", *args])
+
+
 def add_netns(name: str) -> None:
     """Create a namespace with lo up, no IPv6 DAD (addresses must not flip from 'tentative' between snapshots)."""
     run(["ip", "netns", "add", name])
@@ -108,11 +128,15 @@ def new_prefix() -> str:
 
 
 def parse_reply(text: str) -> Dict[str, str]:
-    """'peer=1.2.3.4:5 local=6.7.8.9:80 proto=tcp' -> {'peer': ..., 'peer_ip': ..., 'local': ..., ...}."""
+    """'peer=1.2.3.4:5 local=6.7.8.9:80 proto=tcp' -> {'peer': ..., 'peer_ip': ..., 'local': ..., ...}.
+
+    IPv6 endpoints are written [addr]:port; peer_ip / local_ip hold the bare address.
+    """
     fields = dict(item.split("=", 1) for item in text.split() if "=" in item)
     for key in ("peer", "local"):
         if key in fields:
-            fields[f"{key}_ip"], _, fields[f"{key}_port"] = fields[key].rpartition(":")
+            host, _, fields[f"{key}_port"] = fields[key].rpartition(":")
+            fields[f"{key}_ip"] = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return fields
 
 
@@ -123,6 +147,7 @@ class Pod:
     ns: str
     address: str
     peer: str  # the cluster-side veth, enslaved to cbr0
+    address6: Optional[str] = None
 
     @property
     def path(self) -> str:
@@ -167,7 +192,7 @@ class Topology:
         try:
             self._build_external()
             self._build_cluster()
-            self._attach(self.client, CLIENT_POD_IP, CLIENT_POD_MAC, index=None)
+            self._attach(self.client, CLIENT_POD_IP, CLIENT_POD_MAC, index=None, address6=CLIENT_POD_IP6)
             if servers:
                 self.start_servers()
         except BaseException:
@@ -180,25 +205,36 @@ class Topology:
         ip(self.node, "link", "add", MASTER, "type", "veth", "peer", "name", "lan-node", "netns", self.lan)
         ip(self.node, "link", "set", MASTER, "up")
         ip(self.lan, "addr", "add", f"{GATEWAY}/24", "dev", "lan-node")
+        ip6(self.lan, "addr", "add", f"{GATEWAY6}/{PREFIXLEN6}", "dev", "lan-node", "nodad")
         ip(self.lan, "link", "set", "lan-node", "up")
         ip(self.lan, "link", "add", "lan-ext", "type", "veth", "peer", "name", "eth0", "netns", self.ext)
         for cidr in ("203.0.113.1/24", "10.0.0.98/24"):
             ip(self.lan, "addr", "add", cidr, "dev", "lan-ext")
+        ip6(self.lan, "addr", "add", f"{LAN_EXT6}/{PREFIXLEN6}", "dev", "lan-ext", "nodad")
         ip(self.lan, "link", "set", "lan-ext", "up")
         write_sysctl(self.lan, "net/ipv4/ip_forward", "1")
+        write_sysctl(self.lan, "net/ipv6/conf/all/forwarding", "1")
         for cidr in EXT_ADDRESSES:
             ip(self.ext, "addr", "add", cidr, "dev", "eth0")
+        for cidr in EXT_ADDRESSES6:
+            ip6(self.ext, "addr", "add", cidr, "dev", "eth0", "nodad")
         ip(self.ext, "link", "set", "eth0", "up")
         ip(self.ext, "route", "add", "default", "via", "203.0.113.1", "dev", "eth0")
+        ip6(self.ext, "route", "add", "default", "via", LAN_EXT6, "dev", "eth0")
 
     def _build_cluster(self) -> None:
         add_netns(self.cluster)
-        ip(self.cluster, "link", "add", "cbr0", "type", "bridge")
+        # No multicast snooping: without an MLD querier it could drop neighbour discovery between the pods.
+        ip(self.cluster, "link", "add", "cbr0", "type", "bridge", "mcast_snooping", "0")
         ip(self.cluster, "addr", "add", f"{CLUSTER_GATEWAY}/{CLUSTER_PREFIXLEN}", "dev", "cbr0")
+        ip6(self.cluster, "addr", "add", f"{CLUSTER_GATEWAY6}/{PREFIXLEN6}", "dev", "cbr0", "nodad")
         ip(self.cluster, "link", "set", "cbr0", "up")
 
-    def _attach(self, ns: str, address: str, mac: str, index: Optional[int]) -> Pod:
-        """Create NS with eth0 (veth to cbr0), ADDRESS and a default route via the cluster gateway."""
+    def _attach(self, ns: str, address: str, mac: str, index: Optional[int], address6: Optional[str] = None) -> Pod:
+        """Create NS with eth0 (veth to cbr0), ADDRESS and a default route via the cluster gateway.
+
+        With ADDRESS6, eth0 also gets ADDRESS6/64 and an IPv6 default route via fd00:10::1.
+        """
         add_netns(ns)
         peer = "vp" + uuid.uuid4().hex[:8]
         index_args = ["index", str(index)] if index else []
@@ -207,13 +243,22 @@ class Topology:
         ip(ns, "link", "set", "eth0", "address", mac, "up")
         ip(ns, "addr", "add", f"{address}/{CLUSTER_PREFIXLEN}", "dev", "eth0")
         ip(ns, "route", "add", "default", "via", CLUSTER_GATEWAY, "dev", "eth0")
-        return Pod(ns=ns, address=address, peer=peer)
+        if address6:
+            ip6(ns, "addr", "add", f"{address6}/{PREFIXLEN6}", "dev", "eth0", "nodad")
+            ip6(ns, "route", "add", "default", "via", CLUSTER_GATEWAY6, "dev", "eth0")
+        return Pod(ns=ns, address=address, peer=peer, address6=address6)
 
-    def add_pod(self, suffix: Optional[str] = None) -> Pod:
-        """A fresh router pod namespace (eth0 10.128.10.18/23, default via 10.128.10.1)."""
+    def add_pod(self, suffix: Optional[str] = None, dad: bool = False) -> Pod:
+        """A fresh router pod namespace (eth0 10.128.10.18/23 + fd00:10::18/64, default routes via the cluster).
+
+        dad=True: interfaces created in the pod from now on (the plugin's net1)
+        run IPv6 duplicate address detection, as in a real pod; eth0 does not.
+        """
         name = f"{self.prefix}-pod" + (f"-{suffix}" if suffix else "")
         try:
-            pod = self._attach(name, ROUTER_POD_IP, ROUTER_POD_MAC, index=POD_ETH0_INDEX)
+            pod = self._attach(name, ROUTER_POD_IP, ROUTER_POD_MAC, index=POD_ETH0_INDEX, address6=ROUTER_POD_IP6)
+            if dad:
+                write_sysctl(name, "net/ipv6/conf/default/accept_dad", "1")
         except BaseException:
             delete_netns(name)
             raise
@@ -269,14 +314,18 @@ class Topology:
                 delete_netns(ns)
 
     def request(self, proto: str, port: int, host: str = ROUTER_POD_IP, timeout: float = 5.0) -> str:
-        """Send one request from the client pod; return the server's answer line or raise TopologyError."""
+        """Send one request from the client pod; return the server's answer line or raise TopologyError.
+
+        HOST may be an IPv4 or IPv6 address (fd00:10::18, also written [fd00:10::18]).
+        """
         argv = [
             "ip", "netns", "exec", self.client, sys.executable, str(SERVER_SCRIPT),
             "request", proto, host, str(port), "--timeout", str(timeout),
         ]  # fmt: skip
         proc = run(argv, timeout=timeout + 10, check=False)
         if proc.returncode != 0:
-            raise TopologyError(f"{proto} request to {host}:{port} failed: {proc.stderr.strip()}")
+            where = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+            raise TopologyError(f"{proto} request to {where} failed: {proc.stderr.strip()}")
         return proc.stdout.strip()
 
     def state(self) -> Dict[str, object]:
@@ -329,6 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cmd = sub.add_parser(name)
         cmd.add_argument("--prefix", required=True, help="namespace name prefix, must start with 'ert-'")
         if name == "request":
+            cmd.add_argument("--host", default=ROUTER_POD_IP, help="the router pod's IPv4 or IPv6 address")
             cmd.add_argument("proto", choices=("tcp", "udp"))
             cmd.add_argument("port", type=int)
     args = parser.parse_args(argv)
@@ -337,7 +387,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "down":
         return _cli_down(args.prefix)
     try:
-        print(Topology(prefix=args.prefix).request(args.proto, args.port))
+        print(Topology(prefix=args.prefix).request(args.proto, args.port, host=args.host))
     except TopologyError as e:
         print(e, file=sys.stderr)
         return 1

@@ -16,10 +16,12 @@ import fcntl
 import glob
 import importlib.util
 import ipaddress
+import json
 import os
 import sys
 import types
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
 from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
@@ -115,122 +117,207 @@ def xtables_lock() -> Iterator[None]:
 
 
 class IptablesBackend:
-    """Install, remove, list and verify the router's NAT rules in the legacy xtables nat table."""
+    """Install, remove, list and verify the router's NAT rules in the legacy xtables nat table.
+
+    Every operation on a family runs in a forked child. libxtables registers an
+    extension's targets only for the family current when the extension is first
+    loaded, so once a process has seen IPv4 DNAT it can never find IPv6 DNAT
+    (ldx/python-iptables#325): a dual-stack router, or a foreign ip6tables rule
+    met while removing ours, would fail. The parent imports python-iptables but
+    never loads an extension; each child loads them for its one family.
+    """
 
     name = "iptables"
 
     def __init__(self) -> None:
         self.iptc = load_iptc()
 
-    def _table(self, family: int) -> Any:
-        mod = self.iptc.ip4tc if family == 4 else self.iptc.ip6tc
-        cls = mod.Table if family == 4 else mod.Table6
-        table = cls("nat", autocommit=False)
-        # python-iptables caches one handle per table name for the process; the
-        # process only ever works in one (pod) namespace, but refresh anyway so
-        # we never act on a stale snapshot.
-        table.refresh()
-        return table
-
-    def _rule(self, family: int, rule: Rule, note: str) -> Any:
-        mod = self.iptc.ip4tc if family == 4 else self.iptc.ip6tc
-        cls = mod.Rule if family == 4 else mod.Rule6
-        r = cls()
-        if isinstance(rule, DnatRule):
-            r.in_interface = rule.in_iface
-            if rule.protocol:
-                r.protocol = rule.protocol
-                match = r.create_match(rule.protocol)
-                match.dport = str(rule.port)
-            target = r.create_target("DNAT")
-            target.to_destination = dnat_target(rule)
-        else:
-            r.out_interface = rule.out_iface
-            target = r.create_target("SNAT")
-            target.to_source = str(rule.to_addr)
-        comment = r.create_match("comment")
-        comment.comment = note
-        return r
-
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         note = note or COMMENT_PREFIX.strip()
         with xtables_lock():
             for family in families:
-                table = self._table(family)
-                try:
-                    self._delete_ours(table)
-                    for rule in rules:
-                        if rule.family == family:
-                            chain = "PREROUTING" if isinstance(rule, DnatRule) else "POSTROUTING"
-                            mod = self.iptc.ip4tc
-                            mod.Chain(table, chain).append_rule(self._rule(family, rule, note))
-                    table.commit()  # one commit per family: all of its rules or none
-                except Exception as e:
-                    with contextlib.suppress(Exception):
-                        table.refresh()  # drop the uncommitted changes
-                    if isinstance(e, NatError):
-                        raise
-                    raise NatError("iptables rejected the change", str(e)) from e
-
-    def _delete_ours(self, table: Any) -> int:
-        removed = 0
-        for chain in table.chains:
-            for rule in list(chain.rules):
-                if _comment(rule).startswith(COMMENT_PREFIX.strip()):
-                    chain.delete_rule(rule)
-                    removed += 1
-        return removed
+                mine = [_rule_to_json(r) for r in rules if r.family == family]
+                _in_child(partial(_install_family, self.iptc, family, mine, note))
 
     def remove(self, families: List[int]) -> None:
         with xtables_lock():
             for family in families:
-                try:
-                    table = self._table(family)
-                    if self._delete_ours(table):
-                        table.commit()
-                except NatError:
-                    raise
-                except Exception as e:
-                    if _missing_table(e):
-                        continue
-                    raise NatError("failed to remove iptables rules", str(e)) from e
+                _in_child(partial(_remove_family, self.iptc, family))
 
     def describe(self, rule: Rule) -> str:
         return f"Added iptables rule: {iptables_spelling(rule)}"
 
     def note(self, families: List[int]) -> Optional[str]:
         for family in families:
-            try:
-                table = self._table(family)
-            except Exception:
-                continue
-            for chain in table.chains:
-                for rule in chain.rules:
-                    text = _comment(rule)
-                    if text.startswith(COMMENT_PREFIX):
-                        return text
+            text = _in_child(partial(_note_family, self.iptc, family))
+            if text:
+                return str(text)
         return None
 
     def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         found: List[Union[Rule, str]] = []
         for family in families:
-            try:
-                table = self._table(family)
-            except Exception:
-                continue
-            for chain_name in ("PREROUTING", "POSTROUTING"):
-                mod = self.iptc.ip4tc
-                chain = mod.Chain(table, chain_name)
-                for rule in chain.rules:
-                    if _comment(rule).startswith(COMMENT_PREFIX.strip()):
-                        found.append(_parse(family, chain_name, rule))
+            for item in _in_child(partial(_list_family, self.iptc, family)) or []:
+                found.append(item if isinstance(item, str) else _rule_from_json(item))
         return found or None
 
     def available(self) -> None:
+        _in_child(partial(_available, self.iptc))
+
+
+def _in_child(fn: Callable[[], Any]) -> Any:
+    """Run fn in a forked child (same namespace, fresh extension registry); return its JSON-able value.
+
+    A NatError or NotAvailable raised in the child is raised again here; any
+    other exception becomes a NatError naming it.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        status = 0
         try:
-            self._table(4)
-        except Exception as e:
-            raise NotAvailable("the iptables nat table is not usable", str(e)) from None
+            os.close(read_fd)
+            try:
+                reply: Dict[str, Any] = {"ok": fn()}
+            except (NatError, NotAvailable) as e:
+                reply = {"error": type(e).__name__, "msg": e.msg, "details": e.details}
+            except Exception as e:
+                reply = {"error": "NatError", "msg": "iptables failed", "details": f"{type(e).__name__}: {e}"}
+            data = json.dumps(reply).encode()
+            while data:
+                data = data[os.write(write_fd, data) :]
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise NatError("iptables failed", "the helper process died without an answer")
+    reply = json.loads(b"".join(chunks))
+    if "error" in reply:
+        cls = NotAvailable if reply["error"] == "NotAvailable" else NatError
+        raise cls(reply["msg"], reply["details"])
+    return reply["ok"]
+
+
+def _available(iptc: Any) -> None:
+    _table(iptc, 4)
+
+
+def _table(iptc: Any, family: int) -> Any:
+    mod = iptc.ip4tc if family == 4 else iptc.ip6tc
+    cls = mod.Table if family == 4 else mod.Table6
+    # python-iptables caches one handle per table name per process; each child is fresh.
+    table = cls("nat", autocommit=False)
+    table.refresh()
+    return table
+
+
+def _new_rule(iptc: Any, family: int, rule: Rule, note: str) -> Any:
+    cls = iptc.ip4tc.Rule if family == 4 else iptc.ip6tc.Rule6
+    r = cls()
+    if isinstance(rule, DnatRule):
+        r.in_interface = rule.in_iface
+        if rule.protocol:
+            r.protocol = rule.protocol
+            match = r.create_match(rule.protocol)
+            match.dport = str(rule.port)
+        target = r.create_target("DNAT")
+        target.to_destination = dnat_target(rule)
+    else:
+        r.out_interface = rule.out_iface
+        target = r.create_target("SNAT")
+        target.to_source = str(rule.to_addr)
+    comment = r.create_match("comment")
+    comment.comment = note
+    return r
+
+
+def _ours(table: Any) -> Iterator[Tuple[Any, Any]]:
+    """(chain, rule) for each rule carrying our comment; a rule python-iptables cannot read is skipped."""
+    for chain in table.chains:
+        try:
+            rules = list(chain.rules)
+        except Exception:
+            continue
+        for rule in rules:
+            if _comment(rule).startswith(COMMENT_PREFIX.strip()):
+                yield chain, rule
+
+
+def _install_family(iptc: Any, family: int, rules: List[Dict[str, Any]], note: str) -> None:
+    table = _table(iptc, family)
+    try:
+        for chain, rule in list(_ours(table)):
+            chain.delete_rule(rule)
+        for item in rules:
+            rule = _rule_from_json(item)
+            chain_name = "PREROUTING" if isinstance(rule, DnatRule) else "POSTROUTING"
+            iptc.ip4tc.Chain(table, chain_name).append_rule(_new_rule(iptc, family, rule, note))
+        table.commit()  # one commit per family: all of its rules or none
+    except Exception as e:
+        raise NatError("iptables rejected the change", f"{type(e).__name__}: {e}") from e
+
+
+def _remove_family(iptc: Any, family: int) -> None:
+    try:
+        table = _table(iptc, family)
+    except Exception as e:
+        if _missing_table(e):
+            return
+        raise NatError("failed to remove iptables rules", str(e)) from e
+    ours = list(_ours(table))
+    for chain, rule in ours:
+        chain.delete_rule(rule)
+    if ours:
+        table.commit()
+
+
+def _note_family(iptc: Any, family: int) -> Optional[str]:
+    try:
+        table = _table(iptc, family)
+    except Exception:
+        return None
+    for _, rule in _ours(table):
+        text = _comment(rule)
+        if text.startswith(COMMENT_PREFIX):
+            return text
+    return None
+
+
+def _list_family(iptc: Any, family: int) -> List[Any]:
+    try:
+        table = _table(iptc, family)
+    except Exception:
+        return []
+    found: List[Any] = []
+    for chain, rule in _ours(table):
+        parsed = _parse(family, chain.name, rule)
+        found.append(parsed if isinstance(parsed, str) else _rule_to_json(parsed))
+    return found
+
+
+def _rule_to_json(rule: Rule) -> Dict[str, Any]:
+    data = {k: v for k, v in rule._asdict().items()}
+    data["to_addr"] = str(rule.to_addr)
+    data["kind"] = "dnat" if isinstance(rule, DnatRule) else "snat"
+    return data
+
+
+def _rule_from_json(data: Dict[str, Any]) -> Rule:
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    fields["to_addr"] = ipaddress.ip_address(fields["to_addr"])
+    return DnatRule(**fields) if data["kind"] == "dnat" else SnatRule(**fields)
 
 
 def _comment(rule: Any) -> str:

@@ -70,9 +70,9 @@ def build_rules(conf: NetConf, ifname: str) -> List[Rule]:
 
 def iptables_spelling(rule: Rule) -> str:
     """The upstream plugin's log spelling of a rule, as in the product page's log."""
-    if isinstance(rule, SnatRule):
-        return f"iptables -t nat -o {rule.out_iface} -j SNAT --to-source {rule.to_addr}"
     cmd = "iptables" if rule.family == 4 else "ip6tables"
+    if isinstance(rule, SnatRule):
+        return f"{cmd} -t nat -o {rule.out_iface} -j SNAT --to-source {rule.to_addr}"
     match = f" -p {rule.protocol.upper()} --dport {rule.port}" if rule.protocol else ""
     return f"{cmd} -t nat PREROUTING -i {rule.in_iface}{match} -j DNAT --to-destination {_target(rule)}"
 
