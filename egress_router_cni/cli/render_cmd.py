@@ -99,7 +99,7 @@ def render(
     else:
         if ctx.get_parameter_source("cni_bin_dir") != click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--cni-bin-dir goes with --installer")
-        routers = _read_routers(files or (click.get_text_stream("stdin"),))
+        routers = _read_routers(files or (sys.stdin,))
         result = _or_exit(lambda: render_routers(routers, image or DEFAULT_IMAGE, namespace, name_suffix))
     for note in result.notes:
         report("note", note)
