@@ -101,6 +101,10 @@ for request in "tcp 8080" "tcp 8443" "udp 80"; do
     printf '  %-9s -> %s\n' "$request" "$answer"
 done
 
+title "egress-router inspect --container-id ${CONTAINER_ID:0:12} --check (the manual's verification in one command)"
+ip netns exec "$NODE" env -u CNI_COMMAND "${EXE[@]}" inspect --container-id "${CONTAINER_ID:0:12}" \
+    --log-file "$LOG" --check --config "$CONF" | sed -n '1,/^Log:/p'
+
 title "CNI DEL"
 cni DEL
 echo "  exit status $?"

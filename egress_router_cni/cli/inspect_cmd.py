@@ -65,13 +65,13 @@ def _print_text(view: Any) -> None:
         click.echo(f"NAT rules ({backend}):")
         for r in rules:
             click.echo(f"  {r}")
-    click.echo("Log:" if view.log_lines else "Log: no lines for this router")
-    for line in view.log_lines:
-        click.echo(f"  {line}")
     if view.problems is not None:
         click.echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
         for p in view.problems:
             click.echo(f"  - {p}")
+    click.echo("Log:" if view.log_lines else "Log: no lines for this router")
+    for line in view.log_lines:
+        click.echo(f"  {line}")
 
 
 @click.command()
