@@ -4,14 +4,15 @@
 #   dist/onefile/egress-router         one file, for copying around and manual cnitool runs
 # then smoke-test both and print what was produced.
 #
-#   scripts/build.sh [--venv | --python PYTHON] [--with-iptables] [--no-apt]
+#   scripts/build.sh [--venv | --python PYTHON] [--without-iptables] [--no-apt]
 #
 #   --venv           always build in a fresh virtualenv (build/venv); the default uses the
 #                    current python3 when it already has the project, pyinstaller,
 #                    pyroute2, click and structlog, and a venv otherwise
 #   --python PATH    the interpreter to build with (or to create the venv from)
-#   --with-iptables  also bundle the iptables NAT backend (pip installs python-iptables,
-#                    which compiles a small C helper)
+#   --without-iptables  leave out the iptables NAT backend (bundled by default: pip installs
+#                    python-iptables, which compiles a small C helper; `--with-iptables` is
+#                    accepted for compatibility)
 #   --no-apt         never install Debian packages; fail with a hint instead
 #
 # On a fresh Debian 12 machine run as root, it installs only what is missing:
@@ -23,7 +24,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 PYTHON=${PYTHON:-python3}
 USE_VENV=auto
-WITH_IPTABLES=0
+WITH_IPTABLES=1
 APT=1
 VENV="$REPO/build/venv"
 WORK="$REPO/build/pyinstaller"
@@ -42,6 +43,7 @@ while [ $# -gt 0 ]; do
         --venv) USE_VENV=1; shift ;;
         --python) PYTHON=${2:?--python needs a path}; shift 2 ;;
         --with-iptables) WITH_IPTABLES=1; shift ;;
+        --without-iptables) WITH_IPTABLES=0; shift ;;
         --no-apt) APT=0; shift ;;
         -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -91,9 +93,13 @@ if [ "$WITH_IPTABLES" = 1 ]; then
 fi
 
 deps_present() {
-    "$1" - "$REPO" <<'EOF'
+    WITH_IPTABLES=$WITH_IPTABLES "$1" - "$REPO" <<'EOF'
 import importlib.metadata, os, sys
 import PyInstaller, pyroute2.netlink, click, structlog  # noqa: F401
+if os.environ.get("WITH_IPTABLES") == "1":
+    import importlib.util
+    if importlib.util.find_spec("iptc") is None:
+        sys.exit("python-iptables is missing")
 importlib.metadata.version("egress-router-cni")  # build.spec copies its metadata
 import egress_router_cni
 if not os.path.realpath(egress_router_cni.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep):
@@ -162,4 +168,7 @@ echo "built (smoke-tested: VERSION, 'version', error JSON, bundle self-test):"
 echo "  onedir   $ONEDIR/egress-router   $(size_of "$ONEDIR") in $(find "$ONEDIR" -type f | wc -l) files"
 echo "  onefile  $ONEFILE   $(size_of "$ONEFILE")"
 echo "  libnftables bundled: $(field libnftables)    iptables backend: $(field iptables_backend)"
+if [ "$WITH_IPTABLES" = 1 ] && [ "$(field iptables_backend)" != ok ]; then
+    die "the iptables backend was asked for but does not load from the bundle (see above)"
+fi
 echo "install:   sudo scripts/install.sh   (onedir -> /opt/egress-router, /opt/cni/bin/egress-router)"
