@@ -105,6 +105,19 @@ def pod(topology: Topology) -> Iterator[Pod]:
 
 
 @pytest.fixture
+def dad_pod(topology: Topology) -> Iterator[Pod]:
+    """A fresh router pod whose new interfaces (the plugin's net1) run IPv6 duplicate address detection.
+
+    Name: dad_pod. Scope: function. Depends: topology.
+    """
+    new_pod = topology.add_pod(dad=True)
+    try:
+        yield new_pod
+    finally:
+        topology.remove_pod(new_pod)
+
+
+@pytest.fixture
 def plugin(topology: Topology) -> Plugin:
     """The executable under test, run inside the node namespace, with a fresh container id.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -79,16 +79,6 @@ def iptables_backend(topology: Topology) -> None:
     if doc.get("code") != 50:  # anything but "not available" is a failure, not a reason to skip
         pytest.fail(f"STATUS with natBackend iptables failed unexpectedly:\n{outcome.describe()}")
     pytest.skip(f"the iptables NAT backend is not available (STATUS code 50: {doc.get('msg')}: {doc.get('details')})")
-
-
-@pytest.fixture
-def dad_pod(topology: Topology) -> Iterator[Pod]:
-    """A router pod whose net1 runs IPv6 duplicate address detection (see test_ipv6)."""
-    new_pod = topology.add_pod(dad=True)
-    try:
-        yield new_pod
-    finally:
-        topology.remove_pod(new_pod)
 
 
 def iptables(pod: Pod, family: int, *args: str) -> None:

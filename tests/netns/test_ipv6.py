@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -74,16 +74,6 @@ NAT_CHAINS = {"prerouting": ("nat", "prerouting", -100), "postrouting": ("nat", 
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dad_pod(topology: Topology) -> Iterator[Pod]:
-    """A fresh router pod whose new interfaces (the plugin's net1) run IPv6 duplicate address detection."""
-    new_pod = topology.add_pod(dad=True)
-    try:
-        yield new_pod
-    finally:
-        topology.remove_pod(new_pod)
 
 
 def v6_config(version: str, log_file: Path, **ip_changes: Any) -> Config:
