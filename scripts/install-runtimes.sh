@@ -14,34 +14,19 @@ APT_PACKAGES=(podman runc containerd containernetworking-plugins golang-go golan
 PIP_PACKAGES=(container-runtime-interface-api)
 CRI_VENV="$ROOT/tests/clients/bin/cri-venv"
 PYTHON="${PYTHON:-python3}"
-APT_UPDATED=0
-
-log() {
-    echo "install-runtimes: $*" >&2
-}
-
-# Run a command with its output kept in a temp file, shown only if it fails.
-quietly() {
-    local out rc=0
-    out=$(mktemp)
-    "$@" </dev/null >"$out" 2>&1 || rc=$?
-    if [ "$rc" -ne 0 ]; then
-        cat "$out" >&2
-        log "failed ($rc): $*"
-    fi
-    rm -f "$out"
-    return "$rc"
-}
+ERT_PROG=install-runtimes
+# shellcheck source=scripts/lib/setup.sh
+. "$ROOT/scripts/lib/setup.sh"  # ert_log, ert_quietly
 
 apt_install() {
     export DEBIAN_FRONTEND=noninteractive
-    if [ "$APT_UPDATED" -eq 0 ]; then
-        quietly apt-get update -qq
-        APT_UPDATED=1
+    if [ "$ERT_APT_UPDATED" -eq 0 ]; then
+        ert_quietly apt-get update -qq
+        ERT_APT_UPDATED=1
     fi
-    log "apt-get install $*"
+    ert_log "apt-get install $*"
     # Recommends stay on: podman needs crun/conmon/catatonit from them.
-    quietly apt-get install -y -qq -o Dpkg::Options::=--force-confold "$@"
+    ert_quietly apt-get install -y -qq -o Dpkg::Options::=--force-confold "$@"
 }
 
 missing_apt() {
@@ -58,13 +43,13 @@ install_apt() {
 }
 
 make_venv() {
-    if quietly "$PYTHON" -m venv "$CRI_VENV"; then
+    if ert_quietly "$PYTHON" -m venv "$CRI_VENV"; then
         return 0
     fi
     rm -rf "$CRI_VENV"
     apt_install python3-venv
     PYTHON=/usr/bin/python3
-    quietly "$PYTHON" -m venv "$CRI_VENV"
+    ert_quietly "$PYTHON" -m venv "$CRI_VENV"
 }
 
 install_cri_venv() {
@@ -73,16 +58,16 @@ install_cri_venv() {
     fi
     rm -rf "$CRI_VENV"
     make_venv
-    log "pip install ${PIP_PACKAGES[*]} into tests/clients/bin/cri-venv"
+    ert_log "pip install ${PIP_PACKAGES[*]} into tests/clients/bin/cri-venv"
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-        quietly "$CRI_VENV/bin/python" -m pip install -q "${PIP_PACKAGES[@]}"
+        ert_quietly "$CRI_VENV/bin/python" -m pip install -q "${PIP_PACKAGES[@]}"
 }
 
 if [ "$(id -u)" -ne 0 ]; then
-    log "must run as root (apt-get)"
+    ert_log "must run as root (apt-get)"
     exit 1
 fi
 install_apt
 install_cri_venv
-quietly bash "$ROOT/tests/clients/build.sh"
-log "ok: $(podman --version), containerd $(containerd --version | awk '{print $3}'), $(go version | awk '{print $3}')"
+ert_quietly bash "$ROOT/tests/clients/build.sh"
+ert_log "ok: $(podman --version), containerd $(containerd --version | awk '{print $3}'), $(go version | awk '{print $3}')"
