@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from egress_router_cni.cli import cli
+from tests.samples import seed_plugin_conf
 
 SEED_NFT_RULES = [
     'iifname "eth0" udp dport 80 dnat to 10.0.0.99',
@@ -20,17 +21,7 @@ SEED_NFT_RULES = [
 
 
 def plugin_conf(**extra: Any) -> Dict[str, Any]:
-    return {
-        "cniVersion": "0.4.0",
-        "type": "egress-router",
-        "name": "egress-router-cni-nad",
-        "ip": {
-            "addresses": ["192.168.12.99/24"],
-            "destinations": ["80 UDP 10.0.0.99/30", "8080 TCP 203.0.113.26/30 80", "8443 TCP 203.0.113.27/30 443"],
-            "gateway": "192.168.12.1",
-        },
-        **extra,
-    }
+    return seed_plugin_conf(**extra)
 
 
 def conflist(plugins: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -25,24 +25,14 @@ from egress_router_cni.config import (
     valid_ifname,
 )
 from egress_router_cni.errors import CniError, ErrorCode
+from tests.samples import seed_plugin_conf
 
 Mutation = Callable[[Dict[str, Any]], None]
 
 
 def seed_conf() -> Dict[str, Any]:
     """The product page's router: 192.168.12.99/24 via 192.168.12.1, three redirect rules."""
-    return {
-        "cniVersion": "0.4.0",
-        "type": "egress-router",
-        "name": "egress-router-cni-nad",
-        "ip": {
-            "addresses": ["192.168.12.99/24"],
-            "destinations": ["80 UDP 10.0.0.99/30", "8080 TCP 203.0.113.26/30 80", "8443 TCP 203.0.113.27/30 443"],
-            "gateway": "192.168.12.1",
-        },
-        "log_file": "/tmp/egress-router-log",
-        "log_level": "debug",
-    }
+    return seed_plugin_conf(log_file="/tmp/egress-router-log", log_level="debug")
 
 
 def mutated(mutation: Mutation) -> Dict[str, Any]:

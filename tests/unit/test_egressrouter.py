@@ -20,6 +20,7 @@ from egress_router_cni.k8s.egressrouter import (
     load_documents,
     parse_egress_router,
 )
+from tests.samples import egress_router_example
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conf" / "egressrouter-example.yaml"
@@ -27,23 +28,7 @@ EXAMPLE = ROOT / "conf" / "egressrouter-example.yaml"
 
 def example() -> Dict[str, Any]:
     """The product page's EgressRouter as a dict (JSON spelling, so no PyYAML needed)."""
-    return {
-        "apiVersion": "network.operator.openshift.io/v1",
-        "kind": "EgressRouter",
-        "metadata": {"name": "egress-router-redirect"},
-        "spec": {
-            "networkInterface": {"macvlan": {"mode": "Bridge"}},
-            "addresses": [{"ip": "192.168.12.99/24", "gateway": "192.168.12.1"}],
-            "mode": "Redirect",
-            "redirect": {
-                "redirectRules": [
-                    {"destinationIP": "10.0.0.99", "port": 80, "protocol": "UDP"},
-                    {"destinationIP": "203.0.113.26", "port": 8080, "targetPort": 80, "protocol": "TCP"},
-                    {"destinationIP": "203.0.113.27", "port": 8443, "targetPort": 443, "protocol": "TCP"},
-                ]
-            },
-        },
-    }
+    return egress_router_example()
 
 
 def errors_of(obj: Dict[str, Any]) -> List[str]:

@@ -32,6 +32,7 @@ from egress_router_cni.k8s.render import (
     render_routers,
     router_names,
 )
+from tests.samples import egress_router_example
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -42,23 +43,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 
 
 def example() -> Dict[str, Any]:
-    return {
-        "apiVersion": "network.operator.openshift.io/v1",
-        "kind": "EgressRouter",
-        "metadata": {"name": "egress-router-redirect"},
-        "spec": {
-            "networkInterface": {"macvlan": {"mode": "Bridge"}},
-            "addresses": [{"ip": "192.168.12.99/24", "gateway": "192.168.12.1"}],
-            "mode": "Redirect",
-            "redirect": {
-                "redirectRules": [
-                    {"destinationIP": "10.0.0.99", "port": 80, "protocol": "UDP"},
-                    {"destinationIP": "203.0.113.26", "port": 8080, "targetPort": 80, "protocol": "TCP"},
-                    {"destinationIP": "203.0.113.27", "port": 8443, "targetPort": 443, "protocol": "TCP"},
-                ]
-            },
-        },
-    }
+    return egress_router_example()
 
 
 def router(**changes: Any) -> EgressRouter:
