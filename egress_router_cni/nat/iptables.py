@@ -96,13 +96,93 @@ def load_iptc() -> Any:
     util.find_library = find_library
     util.find_libc = lambda: ctypes.CDLL("libc.so.6", mode=ctypes.RTLD_GLOBAL)
     try:
-        from iptc import ip4tc, ip6tc
+        from iptc import ip4tc, ip6tc, xtables
     except Exception as e:
         raise NotAvailable(
             "the iptables NAT backend is not available", f"libxtables/libip4tc could not be loaded: {e}"
         ) from None
+    _fix_option_tables(xtables)
     _iptc = types.SimpleNamespace(ip4tc=ip4tc, ip6tc=ip6tc)
     return _iptc
+
+
+def _option_entry_size(ext_version: bytes, entry_cls: Any) -> int:
+    """Size of libxtables' `struct xt_option_entry` for an extension built for ext_version.
+
+    iptables 1.8.11 appended `unsigned int base` to the struct (guided option
+    parser: integers with a fixed base), growing it from 48 to 56 bytes on
+    64-bit systems, without a new soname. python-iptables' ctypes copy still
+    has the old layout, so it walks an extension's option table in 48-byte
+    steps: only the first option is found, and the second read lands on the
+    first entry's `base` field, which is 0 and looks like the table's end.
+    That is ldx/python-iptables#353: `udp` (converted to the guided parser)
+    refuses `dport`, `multiport` refuses `dports`; `tcp` (old parser), DNAT,
+    SNAT and comment (their one option is the first) keep working.
+    """
+    try:
+        version = tuple(int(part) for part in ext_version.decode().split(".")[:3])
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        version = ()
+    if version < (1, 8, 11):
+        return int(ctypes.sizeof(entry_cls))
+    end = entry_cls.max.offset + entry_cls.max.size + ctypes.sizeof(ctypes.c_uint)  # ..., max, base
+    align = ctypes.alignment(entry_cls)
+    return (end + align - 1) // align * align
+
+
+def _fix_option_tables(xtables: Any) -> None:
+    """Make python-iptables walk x6 option tables with the stride of the loaded libxtables.
+
+    The extension's `version` (XTABLES_VERSION, which libxtables checks equals
+    its own when the extension registers) says which layout its table has;
+    each lookup reads the entries at that stride. Parsing, the final checks
+    and everything else stay python-iptables' own.
+    """
+    cls = xtables.xtables
+    if getattr(cls, "_egress_router_fixed", False):
+        return
+    entry_cls = xtables.xt_option_entry
+    stride = {"size": int(ctypes.sizeof(entry_cls))}
+
+    def entries(table: Any) -> Iterator[Any]:
+        base = ctypes.cast(table, ctypes.c_void_p).value
+        if not base:
+            return
+        index = 0
+        while True:
+            entry = entry_cls.from_address(base + index * stride["size"])
+            if not entry.name:
+                return
+            yield entry
+            index += 1
+
+    def option_lookup(self: Any, table: Any, name: bytes) -> Any:
+        for entry in entries(table):
+            if entry.name == name:
+                return entry
+        return None
+
+    def options_fcheck(self: Any, name: bytes, xflags: int, table: Any) -> None:
+        for entry in entries(table):
+            if entry.flags & xtables.XTOPT_MAND and not xflags & (1 << entry.id):
+                raise xtables.XTablesError(f"{name!r}: --{entry.name!r} must be specified")
+
+    def with_stride(method: Callable[..., Any], position: int) -> Callable[..., Any]:
+        def wrapper(self: Any, *args: Any) -> Any:
+            module = args[position]
+            stride["size"] = _option_entry_size(getattr(module, "version", b"") or b"", entry_cls)
+            return method(self, *args)
+
+        return wrapper
+
+    cls._option_lookup = option_lookup
+    cls._options_fcheck = options_fcheck
+    # parse_*(self, argv, invert, module, ...); _fcheck_*_new(self, module)
+    cls.parse_match = with_stride(cls.parse_match, 2)
+    cls.parse_target = with_stride(cls.parse_target, 2)
+    cls._fcheck_match_new = with_stride(cls._fcheck_match_new, 0)
+    cls._fcheck_target_new = with_stride(cls._fcheck_target_new, 0)
+    cls._egress_router_fixed = True
 
 
 @contextlib.contextmanager
