@@ -106,82 +106,71 @@ def load_iptc() -> Any:
     return _iptc
 
 
-def _option_entry_size(ext_version: bytes, entry_cls: Any) -> int:
-    """Size of libxtables' `struct xt_option_entry` for an extension built for ext_version.
+def option_entry_stride(table_address: int, entry_cls: Any) -> int:
+    """The size of libxtables' `struct xt_option_entry` that the option table at table_address uses.
 
-    iptables 1.8.11 appended `unsigned int base` to the struct (guided option
-    parser: integers with a fixed base), growing it from 48 to 56 bytes on
-    64-bit systems, without a new soname. python-iptables' ctypes copy still
-    has the old layout, so it walks an extension's option table in 48-byte
-    steps: only the first option is found, and the second read lands on the
-    first entry's `base` field, which is 0 and looks like the table's end.
-    That is ldx/python-iptables#353: `udp` (converted to the guided parser)
-    refuses `dport`, `multiport` refuses `dports`; `tcp` (old parser), DNAT,
-    SNAT and comment (their one option is the first) keep working.
+    iptables 1.8.11 appended `unsigned int base` to the struct (the guided
+    option parser's integers with a fixed base), growing it from 48 to 56
+    bytes on 64-bit systems without a new soname (and XTABLES_VERSION is
+    "libxtables.so.12" for both). python-iptables' ctypes copy has the old
+    layout and walks every table in 48-byte steps: the first option is found,
+    then it reads the first entry's `base` and padding, which are zero and look
+    like the table's end. That is ldx/python-iptables#353: `udp` (moved to the
+    guided parser) refuses `dport`, `multiport` refuses `dports`; `tcp` (old
+    parser) and DNAT, SNAT, comment (the option used is the first) still work.
+
+    The table itself tells the layouts apart, at byte 48 of its first entry:
+    the old layout has the second entry's `name` there, a pointer into a
+    shared library, which on 64-bit Linux is mapped above 4 GiB; the new one
+    has `base` (0 unless an option asks for a fixed base, always small) and
+    four bytes of zero padding. An old table with one option has its zeroed
+    terminator there, which the new stride reads as a terminator too.
     """
-    try:
-        version = tuple(int(part) for part in ext_version.decode().split(".")[:3])
-    except (AttributeError, UnicodeDecodeError, ValueError):
-        version = ()
-    if version < (1, 8, 11):
-        return int(ctypes.sizeof(entry_cls))
+    old = ctypes.sizeof(entry_cls)
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return old  # (only 64-bit builds are supported; the padding argument needs 8-byte pointers)
+    at_old_end = ctypes.c_uint64.from_address(table_address + old).value
+    if at_old_end >> 32:
+        return old
     end = entry_cls.max.offset + entry_cls.max.size + ctypes.sizeof(ctypes.c_uint)  # ..., max, base
     align = ctypes.alignment(entry_cls)
-    return (end + align - 1) // align * align
+    return int((end + align - 1) // align * align)
 
 
 def _fix_option_tables(xtables: Any) -> None:
-    """Make python-iptables walk x6 option tables with the stride of the loaded libxtables.
+    """Make python-iptables walk x6 option tables with the entry size the loaded libxtables uses.
 
-    The extension's `version` (XTABLES_VERSION, which libxtables checks equals
-    its own when the extension registers) says which layout its table has;
-    each lookup reads the entries at that stride. Parsing, the final checks
-    and everything else stay python-iptables' own.
+    Only the two helpers that walk a table are replaced (option lookup and the
+    mandatory-option check); parsing itself stays python-iptables' own.
     """
     cls = xtables.xtables
     if getattr(cls, "_egress_router_fixed", False):
         return
     entry_cls = xtables.xt_option_entry
-    stride = {"size": int(ctypes.sizeof(entry_cls))}
 
     def entries(table: Any) -> Iterator[Any]:
-        base = ctypes.cast(table, ctypes.c_void_p).value
-        if not base:
+        address = ctypes.cast(table, ctypes.c_void_p).value
+        if not address:
             return
+        stride = option_entry_stride(address, entry_cls)
         index = 0
         while True:
-            entry = entry_cls.from_address(base + index * stride["size"])
+            entry = entry_cls.from_address(address + index * stride)
             if not entry.name:
                 return
             yield entry
             index += 1
 
     def option_lookup(self: Any, table: Any, name: bytes) -> Any:
-        for entry in entries(table):
-            if entry.name == name:
-                return entry
-        return None
+        return next((entry for entry in entries(table) if entry.name == name), None)
 
     def options_fcheck(self: Any, name: bytes, xflags: int, table: Any) -> None:
         for entry in entries(table):
             if entry.flags & xtables.XTOPT_MAND and not xflags & (1 << entry.id):
                 raise xtables.XTablesError(f"{name!r}: --{entry.name!r} must be specified")
 
-    def with_stride(method: Callable[..., Any], position: int) -> Callable[..., Any]:
-        def wrapper(self: Any, *args: Any) -> Any:
-            module = args[position]
-            stride["size"] = _option_entry_size(getattr(module, "version", b"") or b"", entry_cls)
-            return method(self, *args)
-
-        return wrapper
-
     cls._option_lookup = option_lookup
     cls._options_fcheck = options_fcheck
-    # parse_*(self, argv, invert, module, ...); _fcheck_*_new(self, module)
-    cls.parse_match = with_stride(cls.parse_match, 2)
-    cls.parse_target = with_stride(cls.parse_target, 2)
-    cls._fcheck_match_new = with_stride(cls._fcheck_match_new, 0)
-    cls._fcheck_target_new = with_stride(cls._fcheck_target_new, 0)
     cls._egress_router_fixed = True
 
 
