@@ -237,6 +237,7 @@ def _list(container: Dict[str, Any], key: str, where: str) -> List[Any]:
 def _interface_index(value: Any, where: str) -> Optional[int]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _wrong_type(value, where, "an index into interfaces (a whole number >= 0)")
+    # Any whole number, -1 included (tolerated as before: it only goes back out in the result).
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(value, where, "an index into interfaces (a whole number)")
     return value
