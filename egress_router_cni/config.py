@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
@@ -25,6 +25,9 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
 MAX_DESTINATIONS = 4096
+# A router needs one reserved address per family, rarely a few: 8 per family
+# is generous, and keeps every per-address step (parse, netlink, CHECK) tiny.
+MAX_ADDRESSES_PER_FAMILY = 8
 MAX_CONFIG_BYTES = 1 << 20
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -259,7 +262,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             "missing reserved address",
             "'ip.addresses' must be a non-empty list of CIDRs, e.g. [\"192.168.12.99/24\"]",
         )
+    if len(value) > 2 * MAX_ADDRESSES_PER_FAMILY:
+        # Refused before parsing anything: the cost of a hostile list stays constant.
+        raise InvalidConfig(
+            "too many reserved addresses",
+            f"{len(value)} entries in 'ip.addresses'; the limit is {MAX_ADDRESSES_PER_FAMILY} per address family",
+        )
     result: List[IPInterface] = []
+    seen: Set[IPInterface] = set()
+    per_family = {4: 0, 6: 0}
     for item in value:
         if not isinstance(item, str) or "/" not in item:
             raise InvalidConfig(
@@ -275,8 +286,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             ) from None
         if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
             raise InvalidConfig("invalid reserved address", f"{item!r} cannot be used as a source address")
-        if iface in result:
+        if iface in seen:
             raise InvalidConfig("duplicate reserved address", f"{item!r} appears twice in 'ip.addresses'")
+        per_family[iface.version] += 1
+        if per_family[iface.version] > MAX_ADDRESSES_PER_FAMILY:
+            raise InvalidConfig(
+                "too many reserved addresses",
+                f"more than {MAX_ADDRESSES_PER_FAMILY} IPv{iface.version} addresses in 'ip.addresses'",
+            )
+        seen.add(iface)
         result.append(iface)
     return tuple(result)
 

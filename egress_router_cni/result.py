@@ -6,6 +6,7 @@ import ipaddress
 import json
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
 
 
@@ -160,7 +161,8 @@ def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
         routes = [_parse_route(r, f"prevResult.routes[{n}]") for n, r in enumerate(_list(data, "routes", "prevResult"))]
         dns = data.get("dns") or None
         return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns if isinstance(dns, dict) else None)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        # OverflowError: "interface": 1e999 decodes to infinity, which int() refuses.
         raise DecodingFailure("failed to parse prevResult", f"{type(e).__name__}: {e}") from None
 
 
@@ -241,3 +243,56 @@ def _interface_index(value: Any, where: str) -> Optional[int]:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(value, where, "an index into interfaces (a whole number)")
     return value
+
+
+DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def chained_result(prev: Optional[Dict[str, Any]], cni_version: str, netns: str) -> Optional[Result]:
+    """The previous plugin's result an ADD extends, parsed and checked; None when ADD is not chained.
+
+    Called before the first kernel change: a prevResult that cannot be printed
+    again fails ADD while the pod is still untouched. Chains exist from 0.3.0
+    on; before that a prevResult is no part of the protocol and is ignored.
+    The config author can write prevResult, so nothing in it is trusted:
+    interface indexes must point into its own list, and an interface may only
+    claim the pod's own namespace as its sandbox (a path there is later
+    opened by whoever reads the cached result, e.g. `egress-router inspect`).
+    """
+    if not prev or cni_version in ("0.1.0", "0.2.0"):
+        return None
+    result = parse_result(prev, cni_version)
+    for iface in result.interfaces:
+        if iface.sandbox and iface.sandbox != netns:
+            raise InvalidConfig(
+                "invalid prevResult",
+                f"interface {iface.name[:32]!r} has sandbox {iface.sandbox[:128]!r}; a chained result may only "
+                f"name the pod's namespace (CNI_NETNS {netns!r})",
+            )
+    for ip in result.ips:
+        if ip.interface is not None and not 0 <= ip.interface < len(result.interfaces):
+            raise InvalidConfig(
+                "invalid prevResult",
+                f"address {ip.address} refers to interface {ip.interface}; prevResult lists "
+                f"{len(result.interfaces)} interfaces",
+            )
+    return result
+
+
+def router_result(conf: NetConf, ifname: str, netns: str, mac: str, prev: Optional[Result] = None) -> Result:
+    """ADD's result: the previous plugins' (when chained) plus the router interface, addresses and routes."""
+    result = Result(dns=conf.dns)
+    if prev is not None:
+        # Chained after another plugin: keep what it reported, append ours.
+        result.interfaces.extend(prev.interfaces)
+        result.ips.extend(prev.ips)
+        result.routes.extend(r for r in prev.routes if r.dst not in DEFAULT_ROUTE.values())
+        result.dns = conf.dns or prev.dns
+    index = len(result.interfaces)
+    result.interfaces.append(Interface(name=ifname, mac=mac, sandbox=netns))
+    for address in conf.addresses:
+        gateway = conf.gateway_for(address.version)
+        result.ips.append(IPConfig(address=str(address), gateway=str(gateway) if gateway else "", interface=index))
+    for gateway in conf.gateways:
+        result.routes.append(Route(dst=DEFAULT_ROUTE[gateway.version], gw=str(gateway)))
+    return result
