@@ -182,20 +182,17 @@ def inspect_netns(netns: str, log_file: str) -> RouterView:
 
 def _nat_rules() -> Dict[str, List[str]]:
     """The plugin's rules from every backend that has some (call inside the router's namespace)."""
-    from .nat import get_backend
-    from .nat.nftables_text import rule_text
-    from .nat.rules import iptables_spelling
+    from .nat import get_backend, spell
 
     rules: Dict[str, List[str]] = {}
     for name in Backend:
         try:
-            backend = get_backend(name)
-            found = backend.list(list(FAMILIES))
+            with get_backend(name) as backend:
+                found = backend.installed(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:
-            spell = rule_text if name is Backend.NFTABLES else iptables_spelling
-            rules[name.value] = [r if isinstance(r, str) else spell(r) for r in found]
+            rules[name.value] = [r if isinstance(r, str) else spell(name, r) for r in found]
     return rules
 
 

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Union
 from .. import spawn
 from ..errors import NatError, NotAvailable
 from ..state import Backend
-from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_text
+from .nftables_text import FAMILIES, TABLE, render_install, render_remove
 from .rules import DnatRule, Rule, SnatRule
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
@@ -103,6 +103,12 @@ class NftablesBackend:
 
     name = Backend.NFTABLES
 
+    def __enter__(self) -> NftablesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        release()  # the command's kernel work is done: closing the netfilter socket may wait now
+
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         nft(render_install(rules, families, note))
 
@@ -122,17 +128,7 @@ class NftablesBackend:
     def remove(self, families: List[int]) -> None:
         nft(render_remove(families))
 
-    def describe(self, rule: Rule) -> str:
-        return f"Added nftables rule: {rule_text(rule)}"
-
-    def exists(self, family: int) -> bool:
-        try:
-            nft(f"list table {FAMILIES[family]} {TABLE}", json_output=True)
-        except NatError:
-            return False
-        return True
-
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         """The rules in the plugin's tables (unrecognised ones as text), or None if no table exists."""
         found: List[Union[Rule, str]] = []
         any_table = False
@@ -147,10 +143,6 @@ class NftablesBackend:
                 if rule is not None:
                     found.append(_parse_rule(family, rule))
         return found if any_table else None
-
-    def available(self) -> None:
-        """Raise NotAvailable when nftables cannot be used here."""
-        nft("list tables")
 
 
 def _parse_rule(family: int, rule: Any) -> Union[Rule, str]:
