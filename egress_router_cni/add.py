@@ -28,6 +28,7 @@ from .nat import NatBackend, get_backend
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
+from .policy import node_policy
 from .protocol import CmdArgs
 from .result import chained_result, router_result
 from .route import (
@@ -67,6 +68,8 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     owner = owner_id(args.container_id)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = master_of(host, conf)
+        # The node's root has the last word, before anything changes (issue 13).
+        node_policy().enforce(conf, master.name)
         ns.enter()
         # Chosen inside the pod: "auto" asks whether nf_tables works *there*.
         backend = get_backend(conf.nat_backend)

@@ -14,6 +14,7 @@ from .nat import NatBackend, get_backend
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
+from .policy import node_policy
 from .protocol import CmdArgs
 from .result import parse_result
 from .route import addresses_of, list_routes
@@ -49,6 +50,7 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
             recorded = ((link.owner_state() if link else None) or {}).get("nat")
             backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
             problems = verify(pod, backend, conf, args.ifname, args.container_id, master, rules, iface.mac)
+            problems += node_policy().violations(conf, master.name)
     if problems:
         raise CheckFailed("egress router check failed", "; ".join(problems))
     log.debug("CHECK passed")
