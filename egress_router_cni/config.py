@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+from .state import Backend
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -19,8 +20,9 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-NAT_BACKENDS = ("auto", "nftables", "iptables")
+# The config's macvlan mode names (any case) and the kernel's IFLA_MACVLAN_MODE value of each.
+MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}
+NAT_BACKENDS = ("auto", *(b.value for b in Backend))
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.

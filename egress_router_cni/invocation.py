@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from .cmdargs import CmdArgs
 from .config import NetConf
 from .errors import CniError, InvalidConfig
 from .link import LinkInfo, resolve_master
@@ -11,10 +12,8 @@ from .log import PluginLog
 from .nat import release_contexts
 from .netlink import Netlink
 from .policy import node_policy
-from .protocol import CmdArgs
 from .route import default_routes
-
-ALL_FAMILIES = (4, 6)
+from .state import FAMILIES
 
 
 def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
@@ -44,7 +43,7 @@ def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
 
 
 def _node_default_ifindex(host: Netlink) -> Optional[int]:
-    for version in ALL_FAMILIES:
+    for version in FAMILIES:
         for route in default_routes(host, version):
             if route.oif:
                 return route.oif
