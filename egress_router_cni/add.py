@@ -20,6 +20,7 @@ from .nat import NatBackend, get_backend, spell
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
+from .policy import node_policy
 from .result import Result, chained_result, router_result
 from .route import (
     add_address,
@@ -101,6 +102,8 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     rules = build_rules(conf, args.ifname)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = master_of(host, conf)
+        # The node's root has the last word, before anything changes (issue 13).
+        node_policy().enforce(conf, master.name)
         ns.enter()
         # Chosen inside the pod: "auto" asks whether nf_tables works *there*.
         with get_backend(conf.nat_backend) as backend, Netlink() as pod:

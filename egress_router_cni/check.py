@@ -15,6 +15,7 @@ from .nat import NatBackend, recorded_backend, spell
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
+from .policy import node_policy
 from .result import parse_result
 from .route import MAIN_TABLE, addresses_of, list_routes
 from .state import owner_id
@@ -51,6 +52,7 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
             with recorded_backend(link.state() if link else None, conf.nat_backend) as backend:
                 expected = Expected(args.ifname, rules, args.container_id, master, iface.mac)
                 problems = verify(pod, backend, conf, expected)
+            problems += node_policy().violations(conf, master.name)
     if problems:
         raise CheckFailed("egress router check failed", "; ".join(problems))
     log.debug("CHECK passed")

@@ -10,6 +10,7 @@ from .errors import CniError, InvalidConfig
 from .link import LinkInfo, resolve_master
 from .log import PluginLog
 from .netlink import Netlink
+from .policy import node_policy
 from .route import default_routes
 from .state import FAMILIES
 
@@ -19,7 +20,8 @@ def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
     context = {"command": args.command, "container_id": args.container_id, "ifname": args.ifname}
     if conf is None:
         return PluginLog(context=context)
-    return PluginLog(conf.log_file, conf.log_level, conf.log_format, context)
+    directories = node_policy().log_directories
+    return PluginLog(conf.log_file, conf.log_level, conf.log_format, context, directories=directories)
 
 
 def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:

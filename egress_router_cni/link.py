@@ -6,7 +6,7 @@ import errno
 import os
 import re
 import socket
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
@@ -19,7 +19,7 @@ from .netlink import (
     Netlink,
     NetlinkError,
 )
-from .state import RouterState, decode_alias
+from .state import PREFIX, RouterState, decode_alias
 
 TEMP_NAME_RE = re.compile(r"^egr[0-9a-f]{8}$")
 IFF_UP = 0x1
@@ -81,11 +81,17 @@ def list_links(nl: Netlink) -> List[LinkInfo]:
     return [_info(m) for m in nl.dump(RTM_GETLINK, nl.message(RTM_NEWLINK, {"index": 0}))]
 
 
-def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
-    """Links of this attachment: alias names our owner id, or a temporary name left by a crash."""
+def find_owned_links(nl: Netlink, owner: str, note: Optional[Callable[[str], None]] = None) -> List[LinkInfo]:
+    """Links of this attachment: alias names our owner id, or a temporary name left by a crash.
+
+    A record that does not decode (a pod with NET_ADMIN can write any alias) is
+    not ours: the link is left alone, and NOTE, when given, hears about it.
+    """
     found = []
     for link in list_links(nl):
         state = link.state()
+        if state is None and note is not None and link.alias.startswith(PREFIX):
+            note(f"interface {link.name!r} carries a malformed egress-router record: not ours, left alone")
         if (state is not None and state.owner == owner) or (
             TEMP_NAME_RE.match(link.name) and link.kind == "macvlan" and not link.alias
         ):

@@ -7,6 +7,7 @@ from .config import parse_netconf
 from .errors import InvalidConfig, NotAvailable
 from .invocation import master_of
 from .netlink import Netlink
+from .policy import node_policy
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -25,6 +26,9 @@ def cmd_gc(args: CmdArgs) -> None:
 def cmd_status(args: CmdArgs) -> None:
     """Ready when the config is valid, the master resolves and the NAT backend can be loaded."""
     conf = parse_netconf(args.config)
+    problem = node_policy().problem
+    if problem:
+        raise NotAvailable("the node policy file is refused: every ADD fails", problem)
     try:
         with Netlink() as host:
             master_of(host, conf)

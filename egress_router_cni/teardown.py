@@ -153,6 +153,7 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     with ns:
         ns.enter()
         with Netlink() as pod, ExitStack() as backends_open:
-            found = _backends_for_del(conf.nat_backend if conf else "auto", find_owned_links(pod, owner), log)
+            owned = find_owned_links(pod, owner, log.debug)
+            found = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
             teardown(pod, [backends_open.enter_context(b) for b in found], owner, log)
     log.verbose("CNI DEL done")
