@@ -175,6 +175,17 @@ def link_sysctls(ctx: AddContext) -> None:
             sysctl.write(sysctl.link_key(6, ctx.ifname, "ndisc_notify"), "1")
 
 
+def conflict_probe(ctx: AddContext) -> None:
+    """When the node policy asks for it: RFC 5227 ARP probes for the IPv4 addresses, before any is added."""
+    probed = [a.ip for a in ctx.conf.addresses if a.version == 4]
+    if not probed or not node_policy().conflict_detection(ctx.conf):
+        return
+    from .arp_probe import probe_new_link  # AF_PACKET code only when asked for
+
+    probe_new_link(ctx.pod, ctx.link, probed, ctx.conf.conflict_window_ms)
+    ctx.log.debug(f"Probed {', '.join(map(str, probed))} on {ctx.ifname} for {ctx.conf.conflict_window_ms} ms: free")
+
+
 def addresses(ctx: AddContext) -> None:
     """The reserved addresses on the link."""
     for address in ctx.conf.addresses:
@@ -241,6 +252,7 @@ STEPS = (
     Step("create-macvlan", create_link),
     Step("rename", rename),
     Step("link-sysctls", link_sysctls),
+    Step("conflict-probe", conflict_probe),
     Step("addresses", addresses),
     Step("link-up", link_up),
     Step("dad", announce),

@@ -189,6 +189,14 @@ def set_up(pod: Netlink, link: LinkInfo) -> None:
         raise LinkError(f"failed to bring {link.name!r} up", str(e)) from e
 
 
+def set_down(pod: Netlink, link: LinkInfo) -> None:
+    msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": 0, "change": IFF_UP})
+    try:
+        pod.request(RTM_NEWLINK, msg)
+    except NetlinkError as e:
+        raise LinkError(f"failed to bring {link.name!r} down", str(e)) from e
+
+
 def delete_link(nl: Netlink, index: int) -> bool:
     """Delete a link by index; False when it is already gone."""
     try:
