@@ -41,15 +41,22 @@ def cmd_status(args: CmdArgs) -> None:
             master_of(host, conf)
     except InvalidConfig as e:
         raise NotAvailable("egress router cannot be set up on this node", str(e)) from None
-    from .nat.nftables import nftables_present
+    from .nat.nftables import NOT_FOUND, nftables_present
 
     # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
     if conf.nat_backend == "nftables" and not nftables_present():
-        raise NotAvailable("nftables is not available", "neither libnftables.so.1 nor the nft tool was found")
+        raise NotAvailable("nftables is not available", NOT_FOUND)
     if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
         from .nat.iptables import load_iptc
 
-        load_iptc()
+        try:
+            load_iptc()
+        except NotAvailable as e:
+            if conf.nat_backend == "iptables":
+                raise
+            from .nat import no_backend
+
+            raise no_backend(NOT_FOUND, e.details) from None
 
 
 HANDLERS: Dict[str, Callable[[CmdArgs], Optional[Dict[str, Any]]]] = {

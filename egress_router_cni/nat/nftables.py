@@ -18,6 +18,10 @@ from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_
 from .rules import DnatRule, Rule, SnatRule
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
+NOT_FOUND = (
+    "neither libnftables.so.1 nor the nft tool was found on the node: install the nftables package "
+    "(Debian/Ubuntu: apt-get install nftables; RHEL: dnf install nftables)"
+)
 _lib: Any = None
 # Contexts are freed by release() when the CNI command ends, not after each
 # batch: closing a netfilter socket right after a commit waits for nf_tables to
@@ -87,9 +91,7 @@ def nft(commands: str, json_output: bool = False) -> str:
         return out
     tool = spawn.find_tool("nft")
     if tool is None:
-        raise NotAvailable(
-            "nftables is not available", "neither libnftables.so.1 nor the nft tool was found on the node"
-        )
+        raise NotAvailable("nftables is not available", NOT_FOUND)
     argv = (tool, "-j", "-f", "-") if json_output else (tool, "-f", "-")
     status, out_b, err_b = spawn.run(argv, commands.encode())
     if status != 0:
@@ -193,12 +195,13 @@ def nftables_present() -> bool:
     return bool(_library()) or spawn.find_tool("nft") is not None
 
 
-def nftables_usable() -> bool:
-    """True when nftables works in the current namespace (the kernel may lack nf_tables)."""
+def nftables_problem() -> Optional[str]:
+    """Why nftables does not work in the current namespace (None when it does), with what to install."""
     if not nftables_present():
-        return False
+        return NOT_FOUND
     try:
         nft("list tables")
-    except (NatError, NotAvailable):
-        return False
-    return True
+    except (NatError, NotAvailable) as e:
+        # The kernel may lack nf_tables (module not loadable, or forbidden in this namespace).
+        return f"the kernel refused nf_tables here ({e.details or e.msg}): check that the nf_tables module loads"
+    return None
