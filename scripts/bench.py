@@ -442,7 +442,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.topo = Topology(self.run_id)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"erb-{self.run_id}-"))
-        self.log_file = str(self.tmp / "log")
+        self.log_file = str(self.tmp / "egress-router-log")
         self.runner = Runner(self.tmp)
         self.samples = Samples()
         self.scaling = Samples()

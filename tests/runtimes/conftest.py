@@ -187,7 +187,7 @@ def podman(
     work = tmp_path_factory.mktemp("podman")
     p = Podman(work, private_run_dir(), topo.node, plugin_dir, rootfs, CLUSTER_NETWORK)
     p.add_network(CLUSTER_NETWORK, conflist("1.0.0", CLUSTER_NETWORK, [bridge_plugin(work / "ipam")]))
-    p.add_network(EGRESS_NETWORK, conflist("1.0.0", EGRESS_NETWORK, [egress_plugin(work / "plugin.log")]))
+    p.add_network(EGRESS_NETWORK, conflist("1.0.0", EGRESS_NETWORK, [egress_plugin(work / "egress-router-plugin.log")]))
     try:
         yield p
     finally:
@@ -215,7 +215,7 @@ def containerd(
     # cannot race with the one egress-router puts in (real-clients.md §4).
     bridge = bridge_plugin(work / "ipam", default_route=False)
     write_json(ctd.conf_dir / "10-bridge.conflist", conflist("1.0.0", CLUSTER_NETWORK, [bridge]))
-    egress = egress_plugin(work / "plugin.log")
+    egress = egress_plugin(work / "egress-router-plugin.log")
     write_json(ctd.conf_dir / "20-egress.conflist", conflist("1.0.0", EGRESS_NETWORK, [egress]))
     archive = work / "pause.tar"
     pack = [sys.executable, str(CLIENTS / "mk_oci_archive.py"), str(rootfs), str(archive)]
