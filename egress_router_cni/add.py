@@ -45,6 +45,7 @@ from .teardown import make_note, teardown
 # of that step. Only reachable by calling cmd_add in-process.
 StepHook = Callable[[str, str], None]
 _DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+ALIAS_MAX = 256  # IFALIASZ: the kernel's alias buffer, NUL included
 
 
 def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Dict[str, Any]:
@@ -57,6 +58,10 @@ def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Dict[str, Any]:
 def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Dict[str, Any]:
     log.debug("Called CNI ADD")
     log.debug(f"Container ID: {args.container_id} Netns: {args.netns} Interface: {args.ifname}")
+    pod_name = args.args.get("K8S_POD_NAME")
+    if pod_name:
+        # Lets `egress-router inspect --all` name the pod of each router on the node.
+        log.debug(f"Pod: {args.args.get('K8S_POD_NAMESPACE', '')}/{pod_name}")
     log.debug(f"Gateway: {', '.join(str(g) for g in conf.gateways)}")
     log.debug(f"IP Source Addresses: [{' '.join(str(a) for a in conf.addresses)}]")
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
@@ -123,8 +128,13 @@ def _configure(
 
     ifname = args.ifname
     owner = owner_id(args.container_id)
-    state = {"owner": owner, "forwarding": forwarding, "nat": backend.name}
+    state: Dict[str, Any] = {"owner": owner, "forwarding": forwarding, "nat": backend.name}
     alias = ALIAS_PREFIX + json.dumps(state, separators=(",", ":"))
+    if log.fd is not None:
+        # Where this router's lines are, for inspect and DEL; left out when the alias would not hold it.
+        with_log = ALIAS_PREFIX + json.dumps({**state, "log": log.path}, separators=(",", ":"))
+        if len(with_log.encode()) < ALIAS_MAX:
+            alias = with_log
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")
     link = step("rename", lambda: rename_link(pod, link, ifname, alias))

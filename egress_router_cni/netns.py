@@ -10,6 +10,7 @@ from typing import Any, Optional, Tuple
 from .errors import InvalidNetns, UnknownContainer
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: the namespace's CLONE_NEW* type
 _libc: Any = None
 
 
@@ -43,22 +44,24 @@ class NetNS:
     process is returned to its own namespace on exit whatever happened.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fd: int = -1) -> None:
+        """path names the namespace; fd, when given, is an open nsfs descriptor of it (then owned by this)."""
         self.path = path
-        self.fd = -1
+        self.fd = fd
         self.home_fd = -1
         self.inside = False
 
     def open(self) -> NetNS:
-        try:
-            # O_RDONLY without O_CREAT: a missing path is an error, never a new namespace.
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise UnknownContainer(
-                "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
-            ) from None
-        except OSError as e:
-            raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
+        if self.fd < 0:
+            try:
+                # O_RDONLY without O_CREAT: a missing path is an error, never a new namespace.
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise UnknownContainer(
+                    "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
+                ) from None
+            except OSError as e:
+                raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
         self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         st = os.fstat(self.fd)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)) or not _is_netns(self.fd):
@@ -95,7 +98,7 @@ class NetNS:
                     setattr(self, attr, -1)
 
     def __enter__(self) -> NetNS:
-        return self if self.fd >= 0 else self.open()
+        return self if self.home_fd >= 0 else self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -103,11 +106,8 @@ class NetNS:
 
 def _is_netns(fd: int) -> bool:
     """True when fd is a network namespace (NS_GET_NSTYPE ioctl; older kernels: assume yes)."""
-    import fcntl
-
-    ns_get_nstype = 0xB703
     try:
-        return fcntl.ioctl(fd, ns_get_nstype) == CLONE_NEWNET
+        return _nstype(fd) == CLONE_NEWNET
     except OSError as e:
         # ENOTTY/EINVAL: not an nsfs file. Anything else: a kernel without the ioctl.
         return e.errno not in (errno.ENOTTY, errno.EINVAL)
@@ -122,3 +122,30 @@ def open_optional(path: str) -> Optional[NetNS]:
         return ns.open()
     except UnknownContainer:
         return None
+
+
+def open_nsfs(path: str) -> Optional[int]:
+    """An O_RDONLY descriptor of path when it is a network namespace (an nsfs file), else None.
+
+    For paths nobody vouches for (every /proc/PID/ns/net, every entry of
+    /run/netns): the open never blocks (O_NONBLOCK: a planted FIFO), and only a
+    regular file that answers NS_GET_NSTYPE with CLONE_NEWNET is kept, so
+    setns(2) is only ever given a network namespace.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and _nstype(fd) == CLONE_NEWNET:
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _nstype(fd: int) -> int:
+    import fcntl
+
+    return fcntl.ioctl(fd, NS_GET_NSTYPE)

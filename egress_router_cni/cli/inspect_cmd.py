@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, Dict, Optional
+from typing import IO, Any, Dict, Optional, Tuple
 
 import click
 
@@ -42,66 +42,102 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
 
 
 def _print_text(view: Any) -> None:
-    click.echo(f"Router network namespace: {view.netns}")
+    from .inspect_all import printable
+
+    def echo(text: str) -> None:
+        # Pod names, paths and log lines are not ours: control characters are shown escaped.
+        click.echo(printable(text))
+
+    echo(f"Router network namespace: {view.netns}")
     if not view.interfaces:
-        click.echo("  no egress-router interface found")
+        echo("  no egress-router interface found")
     for i in view.interfaces:
-        click.echo(
+        echo(
             f"Interface {i['name']}: {i['type']} mode {i['mode']} on master {i['master']}, mac {i['mac']}, "
             f"mtu {i['mtu']}, {i['state']}"
         )
-        click.echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
-    click.echo("Routes (ip route):")
+        echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
+    echo("Routes (ip route):")
     for r in view.routes:
-        click.echo(f"  {r}")
+        echo(f"  {r}")
     if view.saved_routes:
-        click.echo("Pod's original default routes (restored on DEL):")
+        echo("Pod's original default routes (restored on DEL):")
         for r in view.saved_routes:
-            click.echo(f"  {r}")
-    click.echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
+            echo(f"  {r}")
+    echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
     if not view.nat:
-        click.echo("NAT rules: none")
+        echo("NAT rules: none")
     for backend, rules in view.nat.items():
-        click.echo(f"NAT rules ({backend}):")
+        echo(f"NAT rules ({backend}):")
         for r in rules:
-            click.echo(f"  {r}")
+            echo(f"  {r}")
     if view.problems is not None:
-        click.echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
+        echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
         for p in view.problems:
-            click.echo(f"  - {p}")
-    click.echo("Log:" if view.log_lines else "Log: no lines for this router")
+            echo(f"  - {p}")
+    echo(f"Log ({view.log_file}):" if view.log_lines else f"Log ({view.log_file}): no lines for this router")
     for line in view.log_lines:
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 @click.command()
 @click.option("--netns", "netns", metavar="PATH", help="The router pod's network namespace path.")
 @click.option("--pid", type=int, help="A process in the router pod (e.g. from `crictl inspect`).")
 @click.option("--container-id", metavar="ID", help="The pod sandbox id (a prefix is enough).")
-@click.option("--log-file", default=DEFAULT_LOG_FILE, show_default=True, help="The plugin's log file.")
+@click.option(
+    "--all",
+    "all_routers",
+    is_flag=True,
+    help="Every egress router on the node, one row each; exit 1 if any is unhealthy.",
+)
+@click.option(
+    "--log-file",
+    metavar="PATH",
+    help=f"The plugin's log file [default: the one ADD recorded with the router, else {DEFAULT_LOG_FILE}].",
+)
 @click.option("--check", "run_check", is_flag=True, help="Also verify it as CNI CHECK does; exit 1 if wrong.")
 @click.option("--config", type=click.File("rb"), help="Config (plugin conf, conflist or NAD) for --check.")
+@click.option(
+    "--netns-dir",
+    "netns_dirs",
+    metavar="DIR",
+    multiple=True,
+    help="With --all: where namespaces are pinned, instead of /run/netns and /var/run/netns (repeatable).",
+)
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def inspect(
     netns: Optional[str],
     pid: Optional[int],
     container_id: Optional[str],
-    log_file: str,
+    all_routers: bool,
+    log_file: Optional[str],
     run_check: bool,
     config: Optional[IO[bytes]],
+    netns_dirs: Tuple[str, ...],
     output: str,
 ) -> None:
     """Show a running router: interface, routes, NAT rules, forwarding and its log lines.
 
     Read-only. Run it on the router's node (as root), e.g. from `oc debug node/NODE` after `chroot /host`.
+    With --all, every router on the node (in every pinned namespace and every process's namespace),
+    one row each with a health verdict.
 
-    Example: egress-router inspect --container-id 3f2a --check
+    Examples: egress-router inspect --container-id 3f2a --check; egress-router inspect --all
     """
     from ..config import decode_json
     from ..router_view import inspect_netns, resolve_target
 
+    if all_routers:
+        if netns or pid is not None or container_id or run_check or config:
+            raise click.UsageError("--all takes none of --netns, --pid, --container-id, --check or --config")
+        from ..node_scan import NETNS_DIRS
+        from .inspect_all import run_all
+
+        run_all(netns_dirs or NETNS_DIRS, log_file, output)
+    if netns_dirs:
+        raise click.UsageError("--netns-dir goes with --all")
     if sum(x is not None for x in (netns, pid, container_id)) != 1:
-        raise click.UsageError("give exactly one of --netns, --pid or --container-id")
+        raise click.UsageError("give exactly one of --netns, --pid, --container-id or --all")
     try:
         path, cached = resolve_target(netns, pid, container_id, log_file)
         view = inspect_netns(path, log_file)
