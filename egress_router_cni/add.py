@@ -29,7 +29,7 @@ from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
 from .protocol import CmdArgs
-from .result import Interface, IPConfig, Result, Route, parse_result
+from .result import chained_result, router_result
 from .route import (
     add_address,
     add_default_route,
@@ -44,7 +44,6 @@ from .teardown import make_note, teardown
 # "before"/"after" around every ADD step; an exception it raises is a failure
 # of that step. Only reachable by calling cmd_add in-process.
 StepHook = Callable[[str, str], None]
-_DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 ALIAS_MAX = 256  # IFALIASZ: the kernel's alias buffer, NUL included
 
 
@@ -65,6 +64,9 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     log.debug(f"Gateway: {', '.join(str(g) for g in conf.gateways)}")
     log.debug(f"IP Source Addresses: [{' '.join(str(a) for a in conf.addresses)}]")
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
+    # The result's shape is settled before the first change: a bad prevResult fails with the pod untouched.
+    prev = chained_result(conf.prev_result, conf.cni_version, args.netns)
+    router_result(conf, args.ifname, args.netns, "", prev).to_dict(conf.cni_version)
     rules = build_rules(conf, args.ifname)
     families = list(conf.routed_families())
     owner = owner_id(args.container_id)
@@ -82,7 +84,7 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
                 log.error("ADD failed: rolling back")
                 teardown(pod, [backend], owner, log, forwarding)
                 raise
-    return _result(args, conf, link).to_dict(conf.cni_version)
+    return router_result(conf, args.ifname, args.netns, link.mac, prev).to_dict(conf.cni_version)
 
 
 def _preflight(pod: Netlink, backend: NatBackend, ifname: str, owner: str) -> None:
@@ -207,22 +209,3 @@ def _configure(
     step("nat", nat)
     log.verbose(f"CNI ADD done: {ifname} {' '.join(str(a) for a in conf.addresses)}")
     return link
-
-
-def _result(args: CmdArgs, conf: NetConf, link: LinkInfo) -> Result:
-    result = Result(dns=conf.dns)
-    if conf.prev_result:
-        # Chained after another plugin: keep what it reported, append ours.
-        prev = parse_result(conf.prev_result, conf.cni_version)
-        result.interfaces.extend(prev.interfaces)
-        result.ips.extend(prev.ips)
-        result.routes.extend(r for r in prev.routes if r.dst not in _DEFAULT_ROUTE.values())
-        result.dns = conf.dns or prev.dns
-    index = len(result.interfaces)
-    result.interfaces.append(Interface(name=args.ifname, mac=link.mac, sandbox=args.netns))
-    for address in conf.addresses:
-        gateway = conf.gateway_for(address.version)
-        result.ips.append(IPConfig(address=str(address), gateway=str(gateway) if gateway else "", interface=index))
-    for gateway in conf.gateways:
-        result.routes.append(Route(dst=_DEFAULT_ROUTE[gateway.version], gw=str(gateway)))
-    return result

@@ -104,8 +104,10 @@ def verify(
     if installed is None:
         problems.append("NAT table egress_cni missing")
     else:
-        missing = [r for r in rules if r not in installed]
-        unexpected = [r for r in installed if r not in rules]
+        # Sets: a config may hold thousands of destinations, and CHECK must stay linear.
+        wanted, present_rules = set(rules), set(installed)
+        missing = [r for r in rules if r not in present_rules]
+        unexpected = [r for r in installed if r not in wanted]
         if missing or unexpected or installed != rules:
             describe = backend.describe
             detail = []

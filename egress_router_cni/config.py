@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
@@ -25,6 +25,9 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
 MAX_DESTINATIONS = 4096
+# A router needs one reserved address per family, rarely a few: 8 per family
+# is generous, and keeps every per-address step (parse, netlink, CHECK) tiny.
+MAX_ADDRESSES_PER_FAMILY = 8
 MAX_CONFIG_BYTES = 1 << 20
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -175,33 +178,33 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     fallback = ip.get("fallbackIP")
     if fallback not in (None, ""):
         destinations = _append_fallback_ip(destinations, fallback, families)
-    args = obj.get("interfaceArgs") or {}
+    args = _given(obj, "interfaceArgs", {})
     if not isinstance(args, dict):
         raise InvalidConfig("invalid interfaceArgs", "'interfaceArgs' must be an object with master, mode, mtu")
-    master = args.get("master") or None
+    master = _given(args, "master", None)
     if master is not None and not (isinstance(master, str) and valid_ifname(master)):
         raise InvalidConfig("invalid interfaceArgs.master", f"{json.dumps(master)[:64]} is not an interface name")
-    mode = args.get("mode") or "bridge"
+    mode = _given(args, "mode", "bridge")
     if not isinstance(mode, str) or mode.lower() not in MACVLAN_MODES:
         raise InvalidConfig(
             "invalid interfaceArgs.mode",
             f"{json.dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
         )
     mtu = _parse_mtu(args.get("mtu"))
-    pod_interface = obj.get("podInterface") or "eth0"
+    pod_interface = _given(obj, "podInterface", "eth0")
     if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
         raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
-    log_file = obj.get("log_file") or DEFAULT_LOG_FILE
+    log_file = _given(obj, "log_file", DEFAULT_LOG_FILE)
     if not isinstance(log_file, str) or "\0" in log_file:
         raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
-    log_level = obj.get("log_level") or "debug"
+    log_level = _given(obj, "log_level", "debug")
     if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
         raise InvalidConfig("invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}")
-    log_format = obj.get("log_format") or "text"
-    if log_format not in ("text", "json"):
+    log_format = _given(obj, "log_format", "text")
+    if not isinstance(log_format, str) or log_format not in ("text", "json"):
         raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
-    backend = obj.get("natBackend") or "auto"
-    if backend not in NAT_BACKENDS:
+    backend = _given(obj, "natBackend", "auto")
+    if not isinstance(backend, str) or backend not in NAT_BACKENDS:
         raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
     dns = obj.get("dns")
     if dns is not None and not isinstance(dns, dict):
@@ -229,6 +232,19 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     )
 
 
+def _given(obj: Dict[str, Any], key: str, default: Any) -> Any:
+    """obj[key] as written, or default when it is absent, null or "".
+
+    Only those three mean "use the default": false, 0, [] or {} are values of
+    the wrong type and reach the caller's type check (a plain `or default`
+    would take them silently for the default).
+    """
+    value = obj.get(key)
+    if value is None or (isinstance(value, str) and value == ""):
+        return default
+    return value
+
+
 def valid_ifname(name: str) -> bool:
     """Linux interface name rules (dev_valid_name): 1-15 bytes, not '.'/'..', no '/', ':' or whitespace."""
     try:
@@ -246,7 +262,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             "missing reserved address",
             "'ip.addresses' must be a non-empty list of CIDRs, e.g. [\"192.168.12.99/24\"]",
         )
+    if len(value) > 2 * MAX_ADDRESSES_PER_FAMILY:
+        # Refused before parsing anything: the cost of a hostile list stays constant.
+        raise InvalidConfig(
+            "too many reserved addresses",
+            f"{len(value)} entries in 'ip.addresses'; the limit is {MAX_ADDRESSES_PER_FAMILY} per address family",
+        )
     result: List[IPInterface] = []
+    seen: Set[IPInterface] = set()
+    per_family = {4: 0, 6: 0}
     for item in value:
         if not isinstance(item, str) or "/" not in item:
             raise InvalidConfig(
@@ -262,8 +286,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             ) from None
         if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
             raise InvalidConfig("invalid reserved address", f"{item!r} cannot be used as a source address")
-        if iface in result:
+        if iface in seen:
             raise InvalidConfig("duplicate reserved address", f"{item!r} appears twice in 'ip.addresses'")
+        per_family[iface.version] += 1
+        if per_family[iface.version] > MAX_ADDRESSES_PER_FAMILY:
+            raise InvalidConfig(
+                "too many reserved addresses",
+                f"more than {MAX_ADDRESSES_PER_FAMILY} IPv{iface.version} addresses in 'ip.addresses'",
+            )
+        seen.add(iface)
         result.append(iface)
     return tuple(result)
 
@@ -298,7 +329,9 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
 
 
 def _parse_mtu(value: Any) -> int:
-    if value in (None, "", 0):
+    if isinstance(value, bool):  # `False == 0`, and int(True) is 1: neither is an MTU
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)} is not a whole number")
+    if value is None or (isinstance(value, (int, str)) and value in ("", 0)):
         return 0
     text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     if text is None or not _DIGITS_RE.fullmatch(text.strip()):

@@ -7,6 +7,7 @@ throwaway namespaces; the assertions look at the file system and the kernel
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from tests import oracle
-from tests.cni import Outcome, Plugin, plugin_command, router_config
+from tests.cni import IFNAME, Outcome, Plugin, plugin_command, router_config, with_ip, with_prev_result
 from tests.netns.test_bad_input import assert_cni_error
 from tests.topology import Pod, Topology
 
@@ -158,3 +159,81 @@ def test_a_refused_log_file_never_changes_the_verdict(topology: Topology, pod: P
     assert plugin.delete(conf, pod.path).returncode == 0
     assert not oracle.snapshot_diff(before, oracle.snapshot(pod.ns))
     assert not os.path.exists(path)
+
+
+# --- finding 5: unbounded ip.addresses --------------------------------------------------------------
+
+
+def test_twenty_thousand_addresses_are_refused_and_del_completes(topology: Topology, pod: Pod, plugin: Plugin) -> None:
+    """Once 74 s of ADD and 15 minutes of DEL; now refused at once (code 7), DEL still cleans up."""
+    addresses = [f"10.{i // 250}.{i % 250}.1/8" for i in range(20_000)]
+    conf = with_ip(router_config("1.0.0", str(DEFAULT_LOG)), addresses=addresses)
+    pod_before, node_before = oracle.snapshot(pod.ns), oracle.snapshot(topology.node)
+    outcome = plugin.add(conf, pod.path)
+    assert_cni_error(outcome, 7)
+    assert "the limit is 8 per address family" in outcome.document()["details"]
+    assert plugin.delete(conf, pod.path).returncode == 0
+    assert_cni_error(plugin.check(with_prev_result(conf, {"cniVersion": "1.0.0"}), pod.path), 7)
+    assert not oracle.snapshot_diff(pod_before, oracle.snapshot(pod.ns))
+    assert not oracle.snapshot_diff(node_before, oracle.snapshot(topology.node))
+
+
+# --- findings 6 and 7: prevResult is checked before the first change, and never forges the result ---
+
+
+@pytest.mark.parametrize(
+    ("prev", "code"),
+    [
+        pytest.param('{"ips": [{"address": "not-an-ip"}]}', 6, id="not-an-ip"),
+        pytest.param('{"ips": [{"address": "10.1.0.5/16", "interface": 1e999}]}', 6, id="interface-1e999"),
+        pytest.param(
+            '{"interfaces": [{"name": "eth0"}], "ips": [{"address": "10.1.0.5/16", "interface": 3}]}',
+            7,
+            id="interface-index-outside",
+        ),
+        pytest.param(
+            '{"interfaces": [{"name": "eth0", "sandbox": "/run/egress-router-fifo"}]}', 7, id="forged-sandbox"
+        ),
+    ],
+)
+def test_bad_prev_result_fails_add_before_any_change(
+    prev: str, code: int, topology: Topology, pod: Pod, plugin: Plugin, log_file: Path
+) -> None:
+    """Once: net1, the default route, NAT and forwarding stayed in the pod (and 1e999 was code 999)."""
+    text = json.dumps(router_config("1.0.0", str(log_file), prevResult={"x": 1}))
+    text = text.replace('{"x": 1}', prev)
+    pod_before, node_before = oracle.snapshot(pod.ns), oracle.snapshot(topology.node)
+    outcome = plugin.run("ADD", text, pod.path)
+    assert_cni_error(outcome, code)
+    assert "Traceback" not in outcome.stderr, outcome.describe()
+    assert not oracle.snapshot_diff(pod_before, oracle.snapshot(pod.ns)), "the pod changed"
+    assert not oracle.snapshot_diff(node_before, oracle.snapshot(topology.node)), "the node changed"
+    assert "Created macvlan interface" not in log_file.read_text()
+
+
+def test_chained_add_keeps_the_previous_plugin_of_the_same_pod(pod: Pod, plugin: Plugin, log_file: Path) -> None:
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "mac": "02:00:0a:80:0a:12", "sandbox": pod.path}],
+        "ips": [{"address": "10.128.10.18/23", "interface": 0}],
+    }
+    conf = router_config("1.0.0", str(log_file), prevResult=prev)
+    outcome = plugin.add(conf, pod.path)
+    assert outcome.returncode == 0, outcome.describe()
+    doc = outcome.document()
+    assert [(i["name"], i.get("sandbox")) for i in doc["interfaces"]] == [("eth0", pod.path), (IFNAME, pod.path)]
+    assert [(ip["address"], ip.get("interface")) for ip in doc["ips"]] == [
+        ("10.128.10.18/23", 0),
+        ("192.168.12.99/24", 1),
+    ]
+    assert plugin.delete(conf, pod.path).returncode == 0
+
+
+def test_add_result_at_0_2_0_ignores_a_prev_result(pod: Pod, plugin: Plugin, log_file: Path) -> None:
+    """No chains before 0.3.0: the result describes only what this ADD did."""
+    conf = router_config("0.2.0", str(log_file), prevResult={"ip4": {"ip": "198.51.100.7/24"}})
+    outcome = plugin.add(conf, pod.path)
+    assert outcome.returncode == 0, outcome.describe()
+    assert outcome.document()["ip4"]["ip"] == "192.168.12.99/24"
+    assert "198.51.100.7" not in outcome.stdout
+    assert plugin.delete(conf, pod.path).returncode == 0
