@@ -33,17 +33,14 @@ def _cli_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
 
 
+def _run(argv: List[str]) -> Tuple[int, str, str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_cli_env(), timeout=120, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def inspect_all(topology: Topology, *args: str) -> Tuple[int, str, str]:
     """`inspect --all ARGS` in the node namespace, on the machine's real /run/netns and /proc."""
-    proc = subprocess.run(
-        ["ip", "netns", "exec", topology.node, *plugin_command(), "inspect", "--all", *args],
-        capture_output=True,
-        text=True,
-        env=_cli_env(),
-        timeout=120,
-        check=False,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
+    return _run(["ip", "netns", "exec", topology.node, *plugin_command(), "inspect", "--all", *args])
 
 
 def inspect_all_alone(
@@ -59,30 +56,15 @@ def inspect_all_alone(
         script.append(f"mount --bind {shlex.quote(pod.path)} {shlex.quote(str(pins / pod.ns))}")
     for pod in sleepers:
         script.append(f"ip netns exec {shlex.quote(pod.ns)} sleep 600 &")
+        # Wait until it has entered the pod's namespace (ip netns exec setns()es, then execs sleep).
+        inode = f"$(stat -L -c %i {shlex.quote(pod.path)})"
+        script.append(f'while [ "$(stat -L -c %i /proc/$!/ns/net)" != "{inode}" ]; do sleep 0.05; done')
     command = shlex.join(
         ["ip", "netns", "exec", topology.node, *plugin_command(), "inspect", "--all", "--netns-dir", str(pins), *args]
     )
     script.append(command)  # not exec: the sleepers must outlive it; the PID namespace ends them all
-    proc = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "sh",
-            "-c",
-            "\n".join(script),
-        ],
-        capture_output=True,
-        text=True,
-        env=_cli_env(),
-        timeout=120,
-        check=False,
-    )
-    return proc.returncode, proc.stdout, proc.stderr
+    private = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc"]
+    return _run([*private, "sh", "-c", "\n".join(script)])
 
 
 @pytest.fixture
