@@ -14,6 +14,7 @@ left exactly as it was.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import shutil
@@ -54,8 +55,10 @@ def stock_site(tmp_path: Path) -> Path:
     site.mkdir()
     (site / "egress_router_cni").symlink_to(REPO / "egress_router_cni")
     for name in REQUIRED:
-        module = __import__(name)
-        (site / name).symlink_to(Path(module.__file__ or "").parent)
+        # PathFinder looks on sys.path only: sys.modules may hold the plugin's lean pyroute2 stand-in.
+        spec = importlib.machinery.PathFinder.find_spec(name)
+        assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+        (site / name).symlink_to(next(iter(spec.submodule_search_locations)))
     return site
 
 
