@@ -6,30 +6,21 @@ through teardown(), which works from kernel state: the pod is left as it was.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, List, Optional
 
 from . import sysctl
+from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
 from .errors import InterfaceExists, NatError
-from .invocation import ALL_FAMILIES, logged, master_of, open_log
-from .link import (
-    ALIAS_PREFIX,
-    LinkInfo,
-    create_macvlan,
-    find_owned_links,
-    get_link,
-    owner_id,
-    rename_link,
-    set_up,
-)
+from .invocation import logged, master_of, open_log
+from .link import LinkInfo, create_macvlan, find_owned_links, get_link, rename_link, set_up
 from .log import PluginLog
 from .nat import NatBackend, get_backend
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
-from .protocol import CmdArgs
-from .result import chained_result, router_result
+from .policy import node_policy
+from .result import Result, chained_result, router_result
 from .route import (
     add_address,
     add_default_route,
@@ -38,23 +29,24 @@ from .route import (
     saved_table,
     wait_for_dad,
 )
-from .teardown import make_note, teardown
+from .state import FAMILIES, RouterState, encode_alias, encode_note, owner_id
+from .teardown import teardown
 
 # Test seam for fault injection: called as hook(phase, step) with phase
 # "before"/"after" around every ADD step; an exception it raises is a failure
 # of that step. Only reachable by calling cmd_add in-process.
 StepHook = Callable[[str, str], None]
-ALIAS_MAX = 256  # IFALIASZ: the kernel's alias buffer, NUL included
 
 
-def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Dict[str, Any]:
+def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Result:
+    """Set up the router in args.netns as args.config says, or leave the pod as it was and raise CniError."""
     conf = parse_netconf(args.config)
     log = open_log(conf, args)
-    result: Dict[str, Any] = logged("ADD", log, lambda: _add(args, conf, log, hook))
+    result: Result = logged("ADD", log, lambda: _add(args, conf, log, hook))
     return result
 
 
-def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Dict[str, Any]:
+def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Result:
     log.debug("Called CNI ADD")
     log.debug(f"Container ID: {args.container_id} Netns: {args.netns} Interface: {args.ifname}")
     pod_name = args.args.get("K8S_POD_NAME")
@@ -72,19 +64,21 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
     owner = owner_id(args.container_id)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = master_of(host, conf)
+        # The node's root has the last word, before anything changes (issue 13).
+        node_policy().enforce(conf, master.name)
         ns.enter()
         # Chosen inside the pod: "auto" asks whether nf_tables works *there*.
         backend = get_backend(conf.nat_backend)
         with Netlink() as pod:
             _preflight(pod, backend, args.ifname, owner)
-            forwarding = {str(f): sysctl.read(sysctl.FORWARDING[f]) for f in families}
+            forwarding = {f: sysctl.read(sysctl.FORWARDING[f]) for f in families}
             try:
                 link = _configure(args, conf, log, hook, host, pod, ns, master, rules, backend, forwarding)
             except BaseException:
                 log.error("ADD failed: rolling back")
                 teardown(pod, [backend], owner, log, forwarding)
                 raise
-    return router_result(conf, args.ifname, args.netns, link.mac, prev).to_dict(conf.cni_version)
+    return router_result(conf, args.ifname, args.netns, link.mac, prev)
 
 
 def _preflight(pod: Netlink, backend: NatBackend, ifname: str, owner: str) -> None:
@@ -99,7 +93,7 @@ def _preflight(pod: Netlink, backend: NatBackend, ifname: str, owner: str) -> No
             "this container already has an egress-router interface",
             "a previous ADD was not deleted: run DEL first",
         )
-    if backend.list(list(ALL_FAMILIES)) is not None:
+    if backend.list(list(FAMILIES)) is not None:
         raise NatError(
             "the pod already has egress-router NAT rules",
             "table egress_cni exists: another egress router is attached to this pod, or a previous one was "
@@ -118,7 +112,7 @@ def _configure(
     master: LinkInfo,
     rules: List[Rule],
     backend: NatBackend,
-    forwarding: Dict[str, str],
+    forwarding: Dict[int, str],
 ) -> LinkInfo:
     def step(name: str, fn: Callable[[], Any]) -> Any:
         if hook:
@@ -130,13 +124,11 @@ def _configure(
 
     ifname = args.ifname
     owner = owner_id(args.container_id)
-    state: Dict[str, Any] = {"owner": owner, "forwarding": forwarding, "nat": backend.name}
-    alias = ALIAS_PREFIX + json.dumps(state, separators=(",", ":"))
-    if log.fd is not None:
-        # Where this router's lines are, for inspect and DEL; left out when the alias would not hold it.
-        with_log = ALIAS_PREFIX + json.dumps({**state, "log": log.path}, separators=(",", ":"))
-        if len(with_log.encode()) < ALIAS_MAX:
-            alias = with_log
+    # The log path actually used: inspect (and DEL) find this router's lines without being told.
+    state = RouterState(
+        owner=owner, forwarding=forwarding, nat=backend.name, log_file=log.path if log.fd is not None else None
+    )
+    alias = encode_alias(state)
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")
     link = step("rename", lambda: rename_link(pod, link, ifname, alias))
@@ -190,7 +182,7 @@ def _configure(
     def enable_forwarding() -> None:
         for family in conf.routed_families():
             key = sysctl.FORWARDING[family]
-            if forwarding[str(family)] != "1":
+            if forwarding[family] != "1":
                 # Only on change: writing ip_forward resets every per-interface forwarding flag.
                 sysctl.write(key, "1")
             log.debug(f"Enabled IP forwarding ({key.replace('/', '.')}=1)")
@@ -202,7 +194,7 @@ def _configure(
     # grace period on close (15-28 ms per ADD on a 2-vCPU VM).
 
     def nat() -> None:
-        backend.install(rules, list(conf.routed_families()), make_note(state))
+        backend.install(rules, list(conf.routed_families()), encode_note(state))
         for rule in rules:
             log.debug(backend.describe(rule))
 

@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+from .state import Backend
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -19,8 +20,9 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-NAT_BACKENDS = ("auto", "nftables", "iptables")
+# The config's macvlan mode names (any case) and the kernel's IFLA_MACVLAN_MODE value of each.
+MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}
+NAT_BACKENDS = ("auto", *(b.value for b in Backend))
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
@@ -29,6 +31,9 @@ MAX_DESTINATIONS = 4096
 # is generous, and keeps every per-address step (parse, netlink, CHECK) tiny.
 MAX_ADDRESSES_PER_FAMILY = 8
 MAX_CONFIG_BYTES = 1 << 20
+# IPv4 address conflict detection (RFC 5227 probes): how long ADD listens for an answer.
+DEFAULT_CONFLICT_WINDOW_MS = 200
+CONFLICT_WINDOW_RANGE = (10, 5000)
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
@@ -77,6 +82,9 @@ class NetConf(NamedTuple):
     nat_backend: str = "auto"
     dns: Optional[Dict[str, Any]] = None
     prev_result: Optional[Dict[str, Any]] = None
+    # None: the node policy's default. The window bounds what the probe adds to ADD.
+    conflict_detection: Optional[bool] = None
+    conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS
     raw: Optional[Dict[str, Any]] = None  # the decoded object, for whoever needs other keys
 
     def gateway_for(self, version: int) -> Optional[IPAddress]:
@@ -212,6 +220,17 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     prev = obj.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise InvalidConfig("invalid prevResult", "'prevResult' must be an object")
+    conflict_detection = obj.get("addressConflictDetection")
+    if conflict_detection is not None and not isinstance(conflict_detection, bool):
+        raise InvalidConfig(
+            "invalid addressConflictDetection", f"{json.dumps(conflict_detection)[:32]} is not true or false"
+        )
+    window = obj.get("addressConflictDetectionWindowMs", DEFAULT_CONFLICT_WINDOW_MS)
+    low, high = CONFLICT_WINDOW_RANGE
+    if isinstance(window, bool) or not isinstance(window, int) or not low <= window <= high:
+        raise InvalidConfig(
+            "invalid addressConflictDetectionWindowMs", f"{json.dumps(window)[:32]} is not a whole number {low}-{high}"
+        )
     return NetConf(
         cni_version=version,
         name=name,
@@ -228,6 +247,8 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
         nat_backend=backend,
         dns=dns or None,
         prev_result=prev or None,
+        conflict_detection=conflict_detection,
+        conflict_window_ms=window,
         raw=obj,
     )
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import socket
-import zlib
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
+from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
 from .netlink import (
     NLM_F_CREATE,
@@ -20,11 +19,8 @@ from .netlink import (
     Netlink,
     NetlinkError,
 )
+from .state import PREFIX, RouterState, decode_alias
 
-MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
-# Marks links this plugin created; carries what DEL needs to undo an ADD even
-# after a crash (the original forwarding sysctls), in the kernel itself.
-ALIAS_PREFIX = "egress-router "
 TEMP_NAME_RE = re.compile(r"^egr[0-9a-f]{8}$")
 IFF_UP = 0x1
 
@@ -41,23 +37,9 @@ class LinkInfo(NamedTuple):
     parent_index: Optional[int]
     macvlan_mode: Optional[int]
 
-    def owner_state(self) -> Optional[Dict[str, Any]]:
-        """The state record in the alias, or None when this link is not ours."""
-        if not self.alias.startswith(ALIAS_PREFIX):
-            return None
-        try:
-            state = json.loads(self.alias[len(ALIAS_PREFIX) :])
-        except ValueError:
-            return None
-        return state if isinstance(state, dict) else None
-
-
-def owner_id(container_id: str) -> str:
-    """A short, fixed-size stand-in for the container id (ids have no length limit; aliases do)."""
-    # Two 32-bit checksums, not a cryptographic hash: it only tells apart the few
-    # attachments of one pod, and hashlib's OpenSSL import costs ~4 ms per exec.
-    data = container_id.encode()
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+    def state(self) -> Optional[RouterState]:
+        """The record ADD stored in the alias, or None when this link is not ours (or the record is malformed)."""
+        return decode_alias(self.alias)
 
 
 def _info(msg: Any) -> LinkInfo:
@@ -99,12 +81,18 @@ def list_links(nl: Netlink) -> List[LinkInfo]:
     return [_info(m) for m in nl.dump(RTM_GETLINK, nl.message(RTM_NEWLINK, {"index": 0}))]
 
 
-def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
-    """Links of this attachment: alias names our owner id, or a temporary name left by a crash."""
+def find_owned_links(nl: Netlink, owner: str, note: Optional[Callable[[str], None]] = None) -> List[LinkInfo]:
+    """Links of this attachment: alias names our owner id, or a temporary name left by a crash.
+
+    A record that does not decode (a pod with NET_ADMIN can write any alias) is
+    not ours: the link is left alone, and NOTE, when given, hears about it.
+    """
     found = []
     for link in list_links(nl):
-        state = link.owner_state()
-        if (state is not None and state.get("owner") == owner) or (
+        state = link.state()
+        if state is None and note is not None and link.alias.startswith(PREFIX):
+            note(f"interface {link.name!r} carries a malformed egress-router record: not ours, left alone")
+        if (state is not None and state.owner == owner) or (
             TEMP_NAME_RE.match(link.name) and link.kind == "macvlan" and not link.alias
         ):
             found.append(link)

@@ -10,7 +10,6 @@ from typing import Any, Optional, Tuple
 from .errors import InvalidNetns, UnknownContainer
 
 CLONE_NEWNET = 0x40000000
-NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: the namespace's CLONE_NEW* type
 _libc: Any = None
 
 
@@ -45,28 +44,30 @@ class NetNS:
     """
 
     def __init__(self, path: str, fd: int = -1) -> None:
-        """path names the namespace; fd, when given, is an open nsfs descriptor of it (then owned by this)."""
+        """path names the namespace; fd, when given, is a descriptor open_nsfs() returned for it (then owned here)."""
         self.path = path
         self.fd = fd
         self.home_fd = -1
         self.inside = False
 
     def open(self) -> NetNS:
-        if self.fd < 0:
-            try:
-                # O_RDONLY without O_CREAT: a missing path is an error, never a new namespace.
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise UnknownContainer(
-                    "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
-                ) from None
-            except OSError as e:
-                raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
-        self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(self.fd)
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)) or not _is_netns(self.fd):
+        try:
+            self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            if self.fd < 0:
+                self.fd = _open_checked(self.path, os.fstat(self.home_fd).st_dev)
+        except FileNotFoundError:
             self.close()
-            raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
+            raise UnknownContainer(
+                "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
+            ) from None
+        except _NotNetns:
+            self.close()
+            raise UnknownContainer(
+                "not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace"
+            ) from None
+        except OSError as e:
+            self.close()
+            raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
         if identity(self.fd) == identity(self.home_fd):
             self.close()
             # A stale /proc/<pid>/ns/net can point at the node's own namespace
@@ -104,10 +105,50 @@ class NetNS:
         self.close()
 
 
+class _NotNetns(Exception):
+    """The path is something other than a network namespace file."""
+
+
+def _open_checked(path: str, nsfs_dev: int) -> int:
+    """An O_RDONLY descriptor of path, a network namespace file; raise OSError or _NotNetns.
+
+    O_PATH first: it neither opens a device nor blocks on a FIFO, and without
+    O_CREAT a missing path is an error, never a new namespace. Namespace files
+    live on nsfs, one device for all of them (nsfs_dev): anything else is never
+    opened for real. Reopening the O_PATH descriptor reaches the very inode checked.
+    """
+    path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(path_fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != nsfs_dev:
+            raise _NotNetns(path)
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    finally:
+        os.close(path_fd)
+    if not _is_netns(fd):
+        os.close(fd)
+        raise _NotNetns(path)
+    return fd
+
+
+def open_nsfs(path: str) -> Optional[int]:
+    """A descriptor of path when it is a network namespace file, else None (gone, not one, not allowed).
+
+    For paths nobody vouches for, e.g. every /proc/PID/ns/net and /run/netns entry of `inspect --all`.
+    """
+    try:
+        return _open_checked(path, os.stat("/proc/self/ns/net").st_dev)
+    except (OSError, _NotNetns):
+        return None
+
+
 def _is_netns(fd: int) -> bool:
     """True when fd is a network namespace (NS_GET_NSTYPE ioctl; older kernels: assume yes)."""
+    import fcntl
+
+    ns_get_nstype = 0xB703
     try:
-        return _nstype(fd) == CLONE_NEWNET
+        return fcntl.ioctl(fd, ns_get_nstype) == CLONE_NEWNET
     except OSError as e:
         # ENOTTY/EINVAL: not an nsfs file. Anything else: a kernel without the ioctl.
         return e.errno not in (errno.ENOTTY, errno.EINVAL)
@@ -122,30 +163,3 @@ def open_optional(path: str) -> Optional[NetNS]:
         return ns.open()
     except UnknownContainer:
         return None
-
-
-def open_nsfs(path: str) -> Optional[int]:
-    """An O_RDONLY descriptor of path when it is a network namespace (an nsfs file), else None.
-
-    For paths nobody vouches for (every /proc/PID/ns/net, every entry of
-    /run/netns): the open never blocks (O_NONBLOCK: a planted FIFO), and only a
-    regular file that answers NS_GET_NSTYPE with CLONE_NEWNET is kept, so
-    setns(2) is only ever given a network namespace.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        return None
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode) and _nstype(fd) == CLONE_NEWNET:
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
-
-
-def _nstype(fd: int) -> int:
-    import fcntl
-
-    return fcntl.ioctl(fd, NS_GET_NSTYPE)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import sysctl
-from .config import DEFAULT_LOG_FILE
+from .config import DEFAULT_LOG_FILE, MACVLAN_MODES
 from .errors import CniError, InvalidConfig, NotAvailable
-from .link import ALIAS_PREFIX, MACVLAN_MODES, list_links, owner_id
+from .link import list_links
 from .nat.rules import Rule
 from .netlink import Netlink
 from .netns import NetNS
-from .route import RouteInfo, addresses_of, is_saved_table, list_routes
+from .route import MAIN_TABLE, RouteInfo, addresses_of, is_saved_table, list_routes
+from .state import FAMILIES, PREFIX, Backend, owner_id
 
 CNI_CACHE_DIRS = ("/var/lib/cni/results",)
 _MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
@@ -172,13 +173,12 @@ def _collect(netns: str, fd: int, log_file: Optional[str], routers_only: bool) -
             names = view.link_names = {li.index: li.name for li in links}
             owners = set()
             for link in links:
-                state = link.owner_state()
-                if state is None and not link.alias.startswith(ALIAS_PREFIX):
+                state = link.state()
+                if state is None and not link.alias.startswith(PREFIX):
                     continue
-                owners.add(str((state or {}).get("owner", "")))
-                recorded = (state or {}).get("log")
-                if isinstance(recorded, str) and readable_log(recorded):
-                    recorded_logs.append(recorded)
+                owners.add(state.owner if state is not None else "")
+                if state is not None and state.log_file and readable_log(state.log_file):
+                    recorded_logs.append(state.log_file)
                 view.interfaces.append(
                     {
                         "name": link.name,
@@ -189,13 +189,13 @@ def _collect(netns: str, fd: int, log_file: Optional[str], routers_only: bool) -
                         "mtu": link.mtu,
                         "state": "up" if link.up else "down",
                         "addresses": addresses_of(pod, link.index),
-                        "nat_backend": (state or {}).get("nat"),
+                        "nat_backend": state.nat.value if state is not None and state.nat is not None else None,
                     }
                 )
             if routers_only and not view.interfaces:
                 return None  # most namespaces on a node: nothing more to read
-            for version in (4, 6):
-                main = list_routes(pod, version, 254)
+            for version in FAMILIES:
+                main = list_routes(pod, version, MAIN_TABLE)
                 view.main_routes += main
                 view.routes += [_route_text(r, names) for r in main]
                 view.saved_routes += [
@@ -234,7 +234,7 @@ def rule_spelling(backend: str, rule: Union[Rule, str]) -> str:
 
     if isinstance(rule, str):
         return rule
-    return rule_text(rule) if backend == "nftables" else iptables_spelling(rule)
+    return rule_text(rule) if backend == Backend.NFTABLES.value else iptables_spelling(rule)
 
 
 def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
@@ -242,14 +242,14 @@ def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
     from .nat import get_backend
 
     rules: Dict[str, List[Union[Rule, str]]] = {}
-    for name in ("nftables", "iptables"):
+    for name in Backend:
         try:
             backend = get_backend(name)
-            found = backend.list([4, 6])
+            found = backend.list(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:
-            rules[name] = list(found)
+            rules[name.value] = list(found)
     return rules
 
 
@@ -291,8 +291,9 @@ def recorded_log_files() -> List[str]:
                 ns.enter()
                 with Netlink() as pod:
                     for link in list_links(pod):
-                        recorded = (link.owner_state() or {}).get("log")
-                        if isinstance(recorded, str) and recorded not in found and readable_log(recorded):
+                        state = link.state()
+                        recorded = state.log_file if state is not None else None
+                        if recorded and recorded not in found and readable_log(recorded):
                             found.append(recorded)
         except CniError:
             continue  # gone meanwhile

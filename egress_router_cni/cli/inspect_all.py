@@ -10,15 +10,7 @@ from typing import Any, List, Optional, Sequence
 import click
 
 from ..errors import CniError
-from .output import report
-
-
-def printable(text: Any) -> str:
-    """text with control characters escaped: pod names, paths and log lines are not ours to trust."""
-    value = str(text)
-    if value.isprintable():
-        return value
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value)
+from .output import escaped, report
 
 
 def find_routers(netns_dirs: Sequence[str], log_file: Optional[str]) -> List[Any]:
@@ -54,13 +46,13 @@ def _table(routers: List[Any]) -> List[str]:
                 "healthy" if r.healthy else "UNHEALTHY",
             )
         )
-    cells = [[printable(c) for c in line] for line in lines]
+    cells = [[escaped(str(c)) for c in line] for line in lines]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     out = []
     for index, row in enumerate(cells):
         out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if index > 0:
-            out += [f"    - {printable(p)}" for p in routers[index - 1].problems]
+            out += [f"    - {escaped(p)}" for p in routers[index - 1].problems]
     return out
 
 

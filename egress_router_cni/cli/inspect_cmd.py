@@ -10,18 +10,18 @@ import click
 
 from ..config import DEFAULT_LOG_FILE
 from ..errors import CniError
-from .output import report
+from .output import escaped, report
 
 
 def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
     """Run CHECK's verification against the config given or the one libcni cached."""
+    from ..check import verify
     from ..config import parse_netconf
     from ..link import get_link
-    from ..nat import get_backend
+    from ..nat import recorded_backend
     from ..nat.rules import build_rules
     from ..netlink import Netlink
     from ..netns import NetNS
-    from ..plugin import verify
     from .validate_cmd import _plugin_conf
 
     if config is None and cached is not None:
@@ -35,49 +35,46 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, ifname)
-            recorded = ((link.owner_state() if link else None) or {}).get("nat")
-            backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
+            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
             container = cached.container_id if cached is not None else None
             return verify(pod, backend, conf, ifname, container, None, rules)
 
 
+def _echo(text: str) -> None:
+    click.echo(escaped(text))
+
+
 def _print_text(view: Any) -> None:
-    from .inspect_all import printable
-
-    def echo(text: str) -> None:
-        # Pod names, paths and log lines are not ours: control characters are shown escaped.
-        click.echo(printable(text))
-
-    echo(f"Router network namespace: {view.netns}")
+    _echo(f"Router network namespace: {view.netns}")
     if not view.interfaces:
-        echo("  no egress-router interface found")
+        _echo("  no egress-router interface found")
     for i in view.interfaces:
-        echo(
+        _echo(
             f"Interface {i['name']}: {i['type']} mode {i['mode']} on master {i['master']}, mac {i['mac']}, "
             f"mtu {i['mtu']}, {i['state']}"
         )
-        echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
-    echo("Routes (ip route):")
+        _echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
+    _echo("Routes (ip route):")
     for r in view.routes:
-        echo(f"  {r}")
+        _echo(f"  {r}")
     if view.saved_routes:
-        echo("Pod's original default routes (restored on DEL):")
+        _echo("Pod's original default routes (restored on DEL):")
         for r in view.saved_routes:
-            echo(f"  {r}")
-    echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
+            _echo(f"  {r}")
+    _echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
     if not view.nat:
-        echo("NAT rules: none")
+        _echo("NAT rules: none")
     for backend, rules in view.nat.items():
-        echo(f"NAT rules ({backend}):")
+        _echo(f"NAT rules ({backend}):")
         for r in rules:
-            echo(f"  {r}")
+            _echo(f"  {r}")
     if view.problems is not None:
-        echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
+        _echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
         for p in view.problems:
-            echo(f"  - {p}")
-    echo(f"Log ({view.log_file}):" if view.log_lines else f"Log ({view.log_file}): no lines for this router")
+            _echo(f"  - {p}")
+    _echo(f"Log ({view.log_file}):" if view.log_lines else f"Log ({view.log_file}): no lines for this router")
     for line in view.log_lines:
-        echo(f"  {line}")
+        _echo(f"  {line}")
 
 
 @click.command()

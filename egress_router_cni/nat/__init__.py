@@ -6,11 +6,12 @@ import sys
 from typing import List, Optional, Protocol, Union
 
 from ..errors import NotAvailable
+from ..state import Backend, RouterState
 from .rules import Rule
 
 
 class NatBackend(Protocol):
-    name: str
+    name: Backend
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None: ...
 
@@ -57,6 +58,11 @@ def no_backend(why_not_nftables: str, why_not_iptables: str) -> NotAvailable:
         f"nftables: {why_not_nftables}; iptables: {why_not_iptables}. "
         "Either one is enough; the self-contained build (scripts/build.sh) carries both.",
     )
+
+
+def recorded_backend(state: Optional[RouterState], configured: str) -> NatBackend:
+    """The backend ADD recorded in state, else the configured one ("auto" decides in this namespace)."""
+    return get_backend(state.nat if state is not None and state.nat is not None else configured)
 
 
 def release_contexts() -> None:

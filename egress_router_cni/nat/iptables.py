@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
+from ..state import Backend
 from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
 
 COMMENT_PREFIX = "egress-router "
@@ -203,7 +204,7 @@ class IptablesBackend:
     never loads an extension; each child loads them for its one family.
     """
 
-    name = "iptables"
+    name = Backend.IPTABLES
 
     def __init__(self) -> None:
         self.iptc = load_iptc()

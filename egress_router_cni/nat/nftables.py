@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Union
 
 from .. import spawn
 from ..errors import NatError, NotAvailable
+from ..state import Backend
 from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_text
 from .rules import DnatRule, Rule, SnatRule
 
@@ -102,7 +103,7 @@ def nft(commands: str, json_output: bool = False) -> str:
 class NftablesBackend:
     """Install, remove, list and verify the router's NAT rules with nftables."""
 
-    name = "nftables"
+    name = Backend.NFTABLES
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         nft(render_install(rules, families, note))
