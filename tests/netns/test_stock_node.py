@@ -166,8 +166,8 @@ def test_cni_mode_imports_neither_yaml_nor_the_cli(topology: Topology, pod: Pod,
     finally:
         deleted = plugin.delete(conf, pod.path)
     assert deleted.returncode == 0, deleted.describe()
-    for outcome in (added, checked, deleted):
+    for outcome, handler in ((added, "add"), (checked, "check"), (deleted, "teardown")):
         imported = {line.rsplit("|", 1)[1].strip() for line in outcome.stderr.splitlines() if "|" in line}
-        assert "egress_router_cni.add" in imported or "egress_router_cni.teardown" in imported, imported
+        assert f"egress_router_cni.{handler}" in imported, imported  # the import list is complete
         for forbidden in ("yaml", "click", "structlog", "egress_router_cni.cli", "egress_router_cni.k8s"):
             assert forbidden not in imported, f"CNI mode imported {forbidden}"
