@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
-import socket
 import zlib
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -25,7 +23,7 @@ MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 # Marks links this plugin created; carries what DEL needs to undo an ADD even
 # after a crash (the original forwarding sysctls), in the kernel itself.
 ALIAS_PREFIX = "egress-router "
-TEMP_NAME_RE = re.compile(r"^egr[0-9a-f]{8}$")
+TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1
 
 
@@ -58,6 +56,12 @@ def owner_id(container_id: str) -> str:
     # attachments of one pod, and hashlib's OpenSSL import costs ~4 ms per exec.
     data = container_id.encode()
     return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name create_macvlan gives a new link before renaming it ("egr" + 8 hex digits)."""
+    suffix = name[len(TEMP_PREFIX) :]
+    return name.startswith(TEMP_PREFIX) and len(suffix) == 8 and all(c in "0123456789abcdef" for c in suffix)
 
 
 def _info(msg: Any) -> LinkInfo:
@@ -105,7 +109,7 @@ def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
     for link in list_links(nl):
         state = link.owner_state()
         if (state is not None and state.get("owner") == owner) or (
-            TEMP_NAME_RE.match(link.name) and link.kind == "macvlan" and not link.alias
+            is_temp_name(link.name) and link.kind == "macvlan" and not link.alias
         ):
             found.append(link)
     return found
@@ -143,7 +147,7 @@ def create_macvlan(host: Netlink, pod: Netlink, master: LinkInfo, pod_fd: int, m
     """
     last: Optional[NetlinkError] = None
     for _ in range(10):
-        temp = "egr" + os.urandom(4).hex()
+        temp = TEMP_PREFIX + os.urandom(4).hex()
         attrs: List[Any] = [
             ("IFLA_IFNAME", temp),
             ("IFLA_LINK", master.index),
@@ -160,7 +164,7 @@ def create_macvlan(host: Netlink, pod: Netlink, master: LinkInfo, pod_fd: int, m
         ]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
-        msg = host.message(RTM_NEWLINK, {"index": 0, "family": socket.AF_UNSPEC}, attrs)
+        msg = host.message(RTM_NEWLINK, {"index": 0, "family": 0}, attrs)
         try:
             host.request(RTM_NEWLINK, msg, NLM_F_CREATE | NLM_F_EXCL)
         except NetlinkError as e:
