@@ -6,30 +6,21 @@ through teardown(), which works from kernel state: the pod is left as it was.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, List, Optional
 
 from . import sysctl
+from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
 from .errors import InterfaceExists, NatError
-from .invocation import ALL_FAMILIES, logged, master_of, open_log
-from .link import (
-    ALIAS_PREFIX,
-    LinkInfo,
-    create_macvlan,
-    find_owned_links,
-    get_link,
-    owner_id,
-    rename_link,
-    set_up,
-)
+from .invocation import logged, master_of, open_log
+from .link import LinkInfo, create_macvlan, find_owned_links, get_link, rename_link, set_up
 from .log import PluginLog
 from .nat import NatBackend, get_backend
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
-from .protocol import CmdArgs
-from .result import Interface, IPConfig, Result, Route, parse_result
+from .policy import node_policy
+from .result import Result, chained_result, router_result
 from .route import (
     add_address,
     add_default_route,
@@ -38,46 +29,52 @@ from .route import (
     saved_table,
     wait_for_dad,
 )
-from .teardown import make_note, teardown
+from .state import FAMILIES, RouterState, encode_alias, encode_note, owner_id
+from .teardown import teardown
 
 # Test seam for fault injection: called as hook(phase, step) with phase
 # "before"/"after" around every ADD step; an exception it raises is a failure
 # of that step. Only reachable by calling cmd_add in-process.
 StepHook = Callable[[str, str], None]
-_DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Dict[str, Any]:
+def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Result:
+    """Set up the router in args.netns as args.config says, or leave the pod as it was and raise CniError."""
     conf = parse_netconf(args.config)
     log = open_log(conf, args)
-    result: Dict[str, Any] = logged("ADD", log, lambda: _add(args, conf, log, hook))
+    result: Result = logged("ADD", log, lambda: _add(args, conf, log, hook))
     return result
 
 
-def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Dict[str, Any]:
+def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Result:
     log.debug("Called CNI ADD")
     log.debug(f"Container ID: {args.container_id} Netns: {args.netns} Interface: {args.ifname}")
     log.debug(f"Gateway: {', '.join(str(g) for g in conf.gateways)}")
     log.debug(f"IP Source Addresses: [{' '.join(str(a) for a in conf.addresses)}]")
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
+    # The result's shape is settled before the first change: a bad prevResult fails with the pod untouched.
+    prev = chained_result(conf.prev_result, conf.cni_version, args.netns)
+    router_result(conf, args.ifname, args.netns, "", prev).to_dict(conf.cni_version)
     rules = build_rules(conf, args.ifname)
     families = list(conf.routed_families())
     owner = owner_id(args.container_id)
     with NetNS(args.netns) as ns, Netlink() as host:
         master = master_of(host, conf)
+        # The node's root has the last word, before anything changes (issue 13).
+        node_policy().enforce(conf, master.name)
         ns.enter()
         # Chosen inside the pod: "auto" asks whether nf_tables works *there*.
         backend = get_backend(conf.nat_backend)
         with Netlink() as pod:
             _preflight(pod, backend, args.ifname, owner)
-            forwarding = {str(f): sysctl.read(sysctl.FORWARDING[f]) for f in families}
+            forwarding = {f: sysctl.read(sysctl.FORWARDING[f]) for f in families}
             try:
                 link = _configure(args, conf, log, hook, host, pod, ns, master, rules, backend, forwarding)
             except BaseException:
                 log.error("ADD failed: rolling back")
                 teardown(pod, [backend], owner, log, forwarding)
                 raise
-    return _result(args, conf, link).to_dict(conf.cni_version)
+    return router_result(conf, args.ifname, args.netns, link.mac, prev)
 
 
 def _preflight(pod: Netlink, backend: NatBackend, ifname: str, owner: str) -> None:
@@ -92,7 +89,7 @@ def _preflight(pod: Netlink, backend: NatBackend, ifname: str, owner: str) -> No
             "this container already has an egress-router interface",
             "a previous ADD was not deleted: run DEL first",
         )
-    if backend.list(list(ALL_FAMILIES)) is not None:
+    if backend.list(list(FAMILIES)) is not None:
         raise NatError(
             "the pod already has egress-router NAT rules",
             "table egress_cni exists: another egress router is attached to this pod, or a previous one was "
@@ -111,7 +108,7 @@ def _configure(
     master: LinkInfo,
     rules: List[Rule],
     backend: NatBackend,
-    forwarding: Dict[str, str],
+    forwarding: Dict[int, str],
 ) -> LinkInfo:
     def step(name: str, fn: Callable[[], Any]) -> Any:
         if hook:
@@ -123,8 +120,8 @@ def _configure(
 
     ifname = args.ifname
     owner = owner_id(args.container_id)
-    state = {"owner": owner, "forwarding": forwarding, "nat": backend.name}
-    alias = ALIAS_PREFIX + json.dumps(state, separators=(",", ":"))
+    state = RouterState(owner=owner, forwarding=forwarding, nat=backend.name)
+    alias = encode_alias(state)
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")
     link = step("rename", lambda: rename_link(pod, link, ifname, alias))
@@ -178,7 +175,7 @@ def _configure(
     def enable_forwarding() -> None:
         for family in conf.routed_families():
             key = sysctl.FORWARDING[family]
-            if forwarding[str(family)] != "1":
+            if forwarding[family] != "1":
                 # Only on change: writing ip_forward resets every per-interface forwarding flag.
                 sysctl.write(key, "1")
             log.debug(f"Enabled IP forwarding ({key.replace('/', '.')}=1)")
@@ -190,29 +187,10 @@ def _configure(
     # grace period on close (15-28 ms per ADD on a 2-vCPU VM).
 
     def nat() -> None:
-        backend.install(rules, list(conf.routed_families()), make_note(state))
+        backend.install(rules, list(conf.routed_families()), encode_note(state))
         for rule in rules:
             log.debug(backend.describe(rule))
 
     step("nat", nat)
     log.verbose(f"CNI ADD done: {ifname} {' '.join(str(a) for a in conf.addresses)}")
     return link
-
-
-def _result(args: CmdArgs, conf: NetConf, link: LinkInfo) -> Result:
-    result = Result(dns=conf.dns)
-    if conf.prev_result:
-        # Chained after another plugin: keep what it reported, append ours.
-        prev = parse_result(conf.prev_result, conf.cni_version)
-        result.interfaces.extend(prev.interfaces)
-        result.ips.extend(prev.ips)
-        result.routes.extend(r for r in prev.routes if r.dst not in _DEFAULT_ROUTE.values())
-        result.dns = conf.dns or prev.dns
-    index = len(result.interfaces)
-    result.interfaces.append(Interface(name=args.ifname, mac=link.mac, sandbox=args.netns))
-    for address in conf.addresses:
-        gateway = conf.gateway_for(address.version)
-        result.ips.append(IPConfig(address=str(address), gateway=str(gateway) if gateway else "", interface=index))
-    for gateway in conf.gateways:
-        result.routes.append(Route(dst=_DEFAULT_ROUTE[gateway.version], gw=str(gateway)))
-    return result

@@ -5,21 +5,24 @@ from __future__ import annotations
 from typing import List, Optional
 
 from . import sysctl
-from .config import NetConf, parse_netconf
+from .cmdargs import CmdArgs
+from .config import MACVLAN_MODES, NetConf, parse_netconf
 from .errors import CheckFailed, InvalidConfig
 from .invocation import logged, master_of, open_log
-from .link import MACVLAN_MODES, LinkInfo, get_link, owner_id
+from .link import LinkInfo, get_link
 from .log import PluginLog
-from .nat import NatBackend, get_backend
+from .nat import NatBackend, recorded_backend
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
-from .protocol import CmdArgs
+from .policy import node_policy
 from .result import parse_result
-from .route import addresses_of, list_routes
+from .route import MAIN_TABLE, addresses_of, list_routes
+from .state import owner_id
 
 
 def cmd_check(args: CmdArgs) -> None:
+    """Succeed when the router in args.netns is what ADD with this config set up; else raise CheckFailed."""
     conf = parse_netconf(args.config)
     log = open_log(conf, args)
     logged("CHECK", log, lambda: _check(args, conf, log))
@@ -46,9 +49,9 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, args.ifname)
-            recorded = ((link.owner_state() if link else None) or {}).get("nat")
-            backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
+            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
             problems = verify(pod, backend, conf, args.ifname, args.container_id, master, rules, iface.mac)
+            problems += node_policy().violations(conf, master.name)
     if problems:
         raise CheckFailed("egress router check failed", "; ".join(problems))
     log.debug("CHECK passed")
@@ -69,10 +72,10 @@ def verify(
     if link is None:
         return [f"interface {ifname!r} not found in the pod"]
     problems = []
-    state = link.owner_state()
+    state = link.state()
     if link.kind != "macvlan":
         problems.append(f"{ifname!r} is a {link.kind or 'plain'} link, not a macvlan")
-    if state is None or (container_id is not None and state.get("owner") != owner_id(container_id)):
+    if state is None or (container_id is not None and state.owner != owner_id(container_id)):
         problems.append(f"{ifname!r} was not created by egress-router for this container")
     if link.macvlan_mode != MACVLAN_MODES[conf.mode]:
         problems.append(f"{ifname!r} macvlan mode is {link.macvlan_mode}, expected {conf.mode}")
@@ -87,7 +90,7 @@ def verify(
         if str(address) not in present:
             problems.append(f"address {address} missing on {ifname!r}")
     for gateway in conf.gateways:
-        routes = list_routes(pod, gateway.version, 254)
+        routes = list_routes(pod, gateway.version, MAIN_TABLE)
         host_dst = f"{gateway}/{32 if gateway.version == 4 else 128}"
         if not any(r.dst == host_dst and r.oif == link.index for r in routes):
             problems.append(f"route to gateway {gateway} on {ifname!r} missing")
@@ -104,8 +107,10 @@ def verify(
     if installed is None:
         problems.append("NAT table egress_cni missing")
     else:
-        missing = [r for r in rules if r not in installed]
-        unexpected = [r for r in installed if r not in rules]
+        # Sets: a config may hold thousands of destinations, and CHECK must stay linear.
+        wanted, present_rules = set(rules), set(installed)
+        missing = [r for r in rules if r not in present_rules]
+        unexpected = [r for r in installed if r not in wanted]
         if missing or unexpected or installed != rules:
             describe = backend.describe
             detail = []

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+from .state import Backend
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -19,13 +20,20 @@ IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
-MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
-NAT_BACKENDS = ("auto", "nftables", "iptables")
+# The config's macvlan mode names (any case) and the kernel's IFLA_MACVLAN_MODE value of each.
+MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}
+NAT_BACKENDS = ("auto", *(b.value for b in Backend))
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
 MAX_DESTINATIONS = 4096
+# A router needs one reserved address per family, rarely a few: 8 per family
+# is generous, and keeps every per-address step (parse, netlink, CHECK) tiny.
+MAX_ADDRESSES_PER_FAMILY = 8
 MAX_CONFIG_BYTES = 1 << 20
+# IPv4 address conflict detection (RFC 5227 probes): how long ADD listens for an answer.
+DEFAULT_CONFLICT_WINDOW_MS = 200
+CONFLICT_WINDOW_RANGE = (10, 5000)
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
@@ -74,6 +82,9 @@ class NetConf(NamedTuple):
     nat_backend: str = "auto"
     dns: Optional[Dict[str, Any]] = None
     prev_result: Optional[Dict[str, Any]] = None
+    # None: the node policy's default. The window bounds what the probe adds to ADD.
+    conflict_detection: Optional[bool] = None
+    conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS
     raw: Optional[Dict[str, Any]] = None  # the decoded object, for whoever needs other keys
 
     def gateway_for(self, version: int) -> Optional[IPAddress]:
@@ -175,33 +186,33 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     fallback = ip.get("fallbackIP")
     if fallback not in (None, ""):
         destinations = _append_fallback_ip(destinations, fallback, families)
-    args = obj.get("interfaceArgs") or {}
+    args = _given(obj, "interfaceArgs", {})
     if not isinstance(args, dict):
         raise InvalidConfig("invalid interfaceArgs", "'interfaceArgs' must be an object with master, mode, mtu")
-    master = args.get("master") or None
+    master = _given(args, "master", None)
     if master is not None and not (isinstance(master, str) and valid_ifname(master)):
         raise InvalidConfig("invalid interfaceArgs.master", f"{json.dumps(master)[:64]} is not an interface name")
-    mode = args.get("mode") or "bridge"
+    mode = _given(args, "mode", "bridge")
     if not isinstance(mode, str) or mode.lower() not in MACVLAN_MODES:
         raise InvalidConfig(
             "invalid interfaceArgs.mode",
             f"{json.dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
         )
     mtu = _parse_mtu(args.get("mtu"))
-    pod_interface = obj.get("podInterface") or "eth0"
+    pod_interface = _given(obj, "podInterface", "eth0")
     if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
         raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
-    log_file = obj.get("log_file") or DEFAULT_LOG_FILE
+    log_file = _given(obj, "log_file", DEFAULT_LOG_FILE)
     if not isinstance(log_file, str) or "\0" in log_file:
         raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
-    log_level = obj.get("log_level") or "debug"
+    log_level = _given(obj, "log_level", "debug")
     if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
         raise InvalidConfig("invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}")
-    log_format = obj.get("log_format") or "text"
-    if log_format not in ("text", "json"):
+    log_format = _given(obj, "log_format", "text")
+    if not isinstance(log_format, str) or log_format not in ("text", "json"):
         raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
-    backend = obj.get("natBackend") or "auto"
-    if backend not in NAT_BACKENDS:
+    backend = _given(obj, "natBackend", "auto")
+    if not isinstance(backend, str) or backend not in NAT_BACKENDS:
         raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
     dns = obj.get("dns")
     if dns is not None and not isinstance(dns, dict):
@@ -209,6 +220,17 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     prev = obj.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise InvalidConfig("invalid prevResult", "'prevResult' must be an object")
+    conflict_detection = obj.get("addressConflictDetection")
+    if conflict_detection is not None and not isinstance(conflict_detection, bool):
+        raise InvalidConfig(
+            "invalid addressConflictDetection", f"{json.dumps(conflict_detection)[:32]} is not true or false"
+        )
+    window = obj.get("addressConflictDetectionWindowMs", DEFAULT_CONFLICT_WINDOW_MS)
+    low, high = CONFLICT_WINDOW_RANGE
+    if isinstance(window, bool) or not isinstance(window, int) or not low <= window <= high:
+        raise InvalidConfig(
+            "invalid addressConflictDetectionWindowMs", f"{json.dumps(window)[:32]} is not a whole number {low}-{high}"
+        )
     return NetConf(
         cni_version=version,
         name=name,
@@ -225,8 +247,23 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
         nat_backend=backend,
         dns=dns or None,
         prev_result=prev or None,
+        conflict_detection=conflict_detection,
+        conflict_window_ms=window,
         raw=obj,
     )
+
+
+def _given(obj: Dict[str, Any], key: str, default: Any) -> Any:
+    """obj[key] as written, or default when it is absent, null or "".
+
+    Only those three mean "use the default": false, 0, [] or {} are values of
+    the wrong type and reach the caller's type check (a plain `or default`
+    would take them silently for the default).
+    """
+    value = obj.get(key)
+    if value is None or (isinstance(value, str) and value == ""):
+        return default
+    return value
 
 
 def valid_ifname(name: str) -> bool:
@@ -246,7 +283,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             "missing reserved address",
             "'ip.addresses' must be a non-empty list of CIDRs, e.g. [\"192.168.12.99/24\"]",
         )
+    if len(value) > 2 * MAX_ADDRESSES_PER_FAMILY:
+        # Refused before parsing anything: the cost of a hostile list stays constant.
+        raise InvalidConfig(
+            "too many reserved addresses",
+            f"{len(value)} entries in 'ip.addresses'; the limit is {MAX_ADDRESSES_PER_FAMILY} per address family",
+        )
     result: List[IPInterface] = []
+    seen: Set[IPInterface] = set()
+    per_family = {4: 0, 6: 0}
     for item in value:
         if not isinstance(item, str) or "/" not in item:
             raise InvalidConfig(
@@ -262,8 +307,15 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
             ) from None
         if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback:
             raise InvalidConfig("invalid reserved address", f"{item!r} cannot be used as a source address")
-        if iface in result:
+        if iface in seen:
             raise InvalidConfig("duplicate reserved address", f"{item!r} appears twice in 'ip.addresses'")
+        per_family[iface.version] += 1
+        if per_family[iface.version] > MAX_ADDRESSES_PER_FAMILY:
+            raise InvalidConfig(
+                "too many reserved addresses",
+                f"more than {MAX_ADDRESSES_PER_FAMILY} IPv{iface.version} addresses in 'ip.addresses'",
+            )
+        seen.add(iface)
         result.append(iface)
     return tuple(result)
 
@@ -298,7 +350,9 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
 
 
 def _parse_mtu(value: Any) -> int:
-    if value in (None, "", 0):
+    if isinstance(value, bool):  # `False == 0`, and int(True) is 1: neither is an MTU
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)} is not a whole number")
+    if value is None or (isinstance(value, (int, str)) and value in ("", 0)):
         return 0
     text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     if text is None or not _DIGITS_RE.fullmatch(text.strip()):

@@ -26,6 +26,8 @@ class ErrorCode(IntEnum):
     NAT_FAILURE = 103
     INTERFACE_EXISTS = 104
     CHECK_FAILED = 105
+    # The node policy (/etc/egress-router/policy.json) forbids the config, or the policy file itself is refused.
+    POLICY_VIOLATION = 106
     INTERNAL = 999
 
 
@@ -105,3 +107,7 @@ class NatError(CniError):
 
 class CheckFailed(CniError):
     code = ErrorCode.CHECK_FAILED
+
+
+class PolicyViolation(CniError):
+    code = ErrorCode.POLICY_VIOLATION

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from .cmdargs import CmdArgs
 from .config import NetConf
 from .errors import CniError, InvalidConfig
 from .link import LinkInfo, resolve_master
 from .log import PluginLog
 from .nat import release_contexts
 from .netlink import Netlink
-from .protocol import CmdArgs
+from .policy import node_policy
 from .route import default_routes
-
-ALL_FAMILIES = (4, 6)
+from .state import FAMILIES
 
 
 def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
@@ -21,7 +21,8 @@ def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
     context = {"command": args.command, "container_id": args.container_id, "ifname": args.ifname}
     if conf is None:
         return PluginLog(context=context)
-    return PluginLog(conf.log_file, conf.log_level, conf.log_format, context)
+    directories = node_policy().log_directories
+    return PluginLog(conf.log_file, conf.log_level, conf.log_format, context, directories=directories)
 
 
 def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
@@ -42,7 +43,7 @@ def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
 
 
 def _node_default_ifindex(host: Netlink) -> Optional[int]:
-    for version in ALL_FAMILIES:
+    for version in FAMILIES:
         for route in default_routes(host, version):
             if route.oif:
                 return route.oif

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
-import zlib
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
+from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
 from .netlink import (
     NLM_F_CREATE,
@@ -18,11 +17,8 @@ from .netlink import (
     Netlink,
     NetlinkError,
 )
+from .state import RouterState, decode_alias
 
-MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
-# Marks links this plugin created; carries what DEL needs to undo an ADD even
-# after a crash (the original forwarding sysctls), in the kernel itself.
-ALIAS_PREFIX = "egress-router "
 TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1
 
@@ -39,23 +35,9 @@ class LinkInfo(NamedTuple):
     parent_index: Optional[int]
     macvlan_mode: Optional[int]
 
-    def owner_state(self) -> Optional[Dict[str, Any]]:
-        """The state record in the alias, or None when this link is not ours."""
-        if not self.alias.startswith(ALIAS_PREFIX):
-            return None
-        try:
-            state = json.loads(self.alias[len(ALIAS_PREFIX) :])
-        except ValueError:
-            return None
-        return state if isinstance(state, dict) else None
-
-
-def owner_id(container_id: str) -> str:
-    """A short, fixed-size stand-in for the container id (ids have no length limit; aliases do)."""
-    # Two 32-bit checksums, not a cryptographic hash: it only tells apart the few
-    # attachments of one pod, and hashlib's OpenSSL import costs ~4 ms per exec.
-    data = container_id.encode()
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+    def state(self) -> Optional[RouterState]:
+        """The record ADD stored in the alias, or None when this link is not ours (or the record is malformed)."""
+        return decode_alias(self.alias)
 
 
 def is_temp_name(name: str) -> bool:
@@ -107,8 +89,8 @@ def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
     """Links of this attachment: alias names our owner id, or a temporary name left by a crash."""
     found = []
     for link in list_links(nl):
-        state = link.owner_state()
-        if (state is not None and state.get("owner") == owner) or (
+        state = link.state()
+        if (state is not None and state.owner == owner) or (
             is_temp_name(link.name) and link.kind == "macvlan" and not link.alias
         ):
             found.append(link)

@@ -1,8 +1,9 @@
 """The plugin's debug log: `<RFC3339 UTC time> [<level>] <message>` lines appended to a file.
 
 The path comes from a config that a cluster user may write, and the plugin runs
-as root, so the file is opened defensively; a logging problem is reported on
-stderr and never fails the CNI operation.
+as root, so the path is confined (see confine()) and the file opened
+defensively; a refused path or a logging problem is reported on stderr (and a
+refused path in the default log) and never fails the CNI operation.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ import os
 import stat
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Optional
+from typing import IO, Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .config import DEFAULT_LOG_FILE
+
+# Where a config's log_file may point (subdirectories included), unless the
+# node policy's logDirectories replaces the list; and how its name must start.
+# A config is written by whoever may create a NetworkAttachmentDefinition, not
+# by the node's root: anywhere else, a root-owned append or rename is a weapon.
+LOG_DIRECTORIES = ("/var/log", "/tmp")
+LOG_NAME_PREFIX = "egress-router"
 
 LEVELS = {"debug": 0, "verbose": 1, "error": 2, "panic": 3}
 MAX_LOG_BYTES = 10 << 20  # then rotate to one ".1" file
@@ -33,31 +41,72 @@ def format_line(level: str, message: str) -> str:
     return f"{timestamp()} [{level}] {clean}\n"
 
 
-def _unsafe_dir_reason(path: str) -> Optional[str]:
-    """Why a log file must not be created in path's directory, or None when it may."""
-    if not os.path.isabs(path):
-        return "it is not an absolute path"
-    parent = os.path.dirname(path) or "/"
-    try:
-        st = os.stat(parent)
-    except OSError as e:
-        return f"its directory is not usable ({e.strerror})"
-    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-        return f"its directory {parent} is writable by everyone and not sticky"
-    return None
+class RefusedPath(Exception):
+    """A log path the confinement rules do not accept; the message says why."""
 
 
-def open_log_file(path: str) -> int:
-    """Open path for appending without following a symlink; raise OSError with the reason."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = os.open(path, flags, 0o600)
+def _is_inside(directory: str, allowed: str) -> bool:
+    root = allowed.rstrip("/")
+    return directory == (root or "/") or directory.startswith(root + "/")
+
+
+def _open_directory(directory: str) -> int:
+    """A descriptor of DIRECTORY reached one component at a time, none of them a symlink."""
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        for component in directory.split("/")[1:]:
+            if not component:
+                continue
+            try:
+                next_fd = os.open(component, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as e:
+                try:
+                    is_link = stat.S_ISLNK(os.stat(component, dir_fd=fd, follow_symlinks=False).st_mode)
+                except OSError:
+                    is_link = False
+                if is_link:
+                    raise RefusedPath(f"its path component {component!r} is a symbolic link") from None
+                raise RefusedPath(f"its directory is not usable ({e.strerror})") from None
+            os.close(fd)
+            fd = next_fd
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_nlink > 1:
-            # A hard link planted in a shared directory would let us append to any file.
-            raise OSError(errno.EMLINK, "the file has more than one hard link")
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise RefusedPath(f"its directory {directory} is writable by everyone and not sticky")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def confine(path: str, directories: Sequence[str]) -> Tuple[int, str]:
+    """(directory fd, file name) for a log path the rules accept; raise RefusedPath otherwise.
+
+    The rules: an absolute, normalized path inside one of DIRECTORIES (or below),
+    a file name starting with "egress-router", no component a symlink. The file
+    is then opened relative to the directory descriptor, so renaming or
+    replacing a directory after the check cannot redirect it.
+    """
+    if not path.startswith("/"):
+        raise RefusedPath("it is not an absolute path")
+    if "\0" in path:
+        raise RefusedPath("it contains a NUL byte")
+    parts = path.split("/")[1:]
+    if any(p in ("", ".", "..") for p in parts):
+        raise RefusedPath("it is not a normalized path (an empty, '.' or '..' component)")
+    directory, name = os.path.split(path)
+    if not name.startswith(LOG_NAME_PREFIX):
+        raise RefusedPath(f"its file name does not start with {LOG_NAME_PREFIX!r}")
+    if not any(_is_inside(directory or "/", d) for d in directories):
+        raise RefusedPath(f"it is not inside {' or '.join(directories)}")
+    return _open_directory(directory or "/"), name
+
+
+def open_log_file(dir_fd: int, name: str) -> int:
+    """Open NAME in DIR_FD for appending without following a symlink; raise OSError with the reason."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        _check_regular(os.fstat(fd))
         os.set_blocking(fd, True)
         return fd
     except BaseException:
@@ -65,42 +114,68 @@ def open_log_file(path: str) -> int:
         raise
 
 
+def _check_regular(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    if st.st_nlink > 1:
+        # A hard link planted in a shared directory would let us append to (or rotate) any file.
+        raise OSError(errno.EMLINK, "the file has more than one hard link")
+
+
 class PluginLog:
     """Leveled, line-atomic, size-capped log file shared by every plugin process on the node."""
 
     def __init__(
         self,
-        path: str = DEFAULT_LOG_FILE,
+        path: Optional[str] = None,
         level: str = "debug",
         fmt: str = "text",
         context: Optional[Dict[str, str]] = None,
         stderr: IO[str] = sys.stderr,
+        directories: Optional[Sequence[str]] = None,
     ) -> None:
         self.threshold = LEVELS.get(level, 0)
         self.context = dict(context or {})
         self.stderr = stderr
         self.fd: Optional[int] = None
-        self.path = path
+        self.dir_fd: Optional[int] = None
+        default = DEFAULT_LOG_FILE  # read at call time: tests point it elsewhere
+        self.path = path or default
+        self.name = ""
         self._render: Optional[Callable[[str, str], str]] = None
         if fmt == "json":
             self._render = _json_renderer(self.context)
-        reason = _unsafe_dir_reason(path)
-        if reason is not None and path != DEFAULT_LOG_FILE:
-            self._warn(f"refusing log_file {path!r}: {reason}; logging to {DEFAULT_LOG_FILE}")
-            self.path = DEFAULT_LOG_FILE
-        self._open()
+        refused = ""
+        if self.path != default:
+            try:
+                self._open(self.path, directories or LOG_DIRECTORIES)
+            except (RefusedPath, OSError) as e:
+                refused = f"refusing log_file {self.path!r}: {_reason(e)}; logging to {default}"
+                self._warn(refused)
+                self.path = default
+        if self.fd is None:
+            try:
+                # The default path is the plugin's own: its directory is always allowed.
+                self._open(default, (os.path.dirname(default),))
+            except (RefusedPath, OSError) as e:
+                self._warn(f"cannot open log file {default!r}: {_reason(e)}; continuing without a log file")
+                return
+        if refused:
+            # Whatever the level: whoever reads the default log learns why their file stayed empty.
+            self._append("error", refused)
 
     def _warn(self, text: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a closed stderr must not fail the operation
             self.stderr.write(f"egress-router: warning: {text}\n")
 
-    def _open(self) -> None:
+    def _open(self, path: str, directories: Sequence[str]) -> None:
+        dir_fd, name = confine(path, directories)
         try:
-            self.fd = open_log_file(self.path)
-        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            self._warn(f"cannot open log file {self.path!r}: {reason}; continuing without a log file")
-            self.fd = None
+            self.fd = open_log_file(dir_fd, name)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self.dir_fd, self.name = dir_fd, name
 
     def debug(self, message: str) -> None:
         self.write("debug", message)
@@ -112,7 +187,11 @@ class PluginLog:
         self.write("error", message)
 
     def write(self, level: str, message: str) -> None:
-        if LEVELS[level] < self.threshold or self.fd is None:
+        if LEVELS[level] >= self.threshold:
+            self._append(level, message)
+
+    def _append(self, level: str, message: str) -> None:
+        if self.fd is None:
             return
         line = self._render(level, message) if self._render else format_line(level, message)
         try:
@@ -127,26 +206,42 @@ class PluginLog:
         except OSError as e:
             self._warn(f"cannot write log file {self.path!r}: {e.strerror or e}")
 
+    def _entry(self, name: str) -> Optional[os.stat_result]:
+        assert self.dir_fd is not None
+        try:
+            return os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
     def _rotate_if_needed(self) -> None:
         assert self.fd is not None
         st = os.fstat(self.fd)
-        try:
-            current = os.lstat(self.path)
-        except FileNotFoundError:
-            current = None
+        current = self._entry(self.name)
         if current is None or current.st_ino != st.st_ino or current.st_dev != st.st_dev:
             # Another process rotated while we held the old file open.
             self._reopen()
             return
         if st.st_size < MAX_LOG_BYTES:
             return
-        os.replace(self.path, self.path + ".1")
+        backup_name = self.name + ".1"
+        backup = self._entry(backup_name)
+        if backup is not None:
+            try:
+                _check_regular(backup)
+            except OSError as e:
+                # Never replace a symlink, a device or a hard-linked file: stop logging instead of growing.
+                self._warn(f"not rotating log file {self.path!r}: {backup_name} is {e.strerror}; log writing stopped")
+                self._close_file()
+                return
+        # Both names live in the directory we hold open: rotation cannot leave it.
+        os.rename(self.name, backup_name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         self._reopen()
 
     def _reopen(self) -> None:
+        assert self.dir_fd is not None
         old = self.fd
         try:
-            self.fd = open_log_file(self.path)
+            self.fd = open_log_file(self.dir_fd, self.name)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except OSError as e:
             self._warn(f"cannot reopen log file {self.path!r}: {e.strerror or e}")
@@ -154,10 +249,22 @@ class PluginLog:
         if old is not None:
             os.close(old)
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+    def close(self) -> None:
+        self._close_file()
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
 
 
 def _json_renderer(context: Dict[str, str]) -> Callable[[str, str], str]:

@@ -1,61 +1,54 @@
-"""The CNI commands of egress-router, by name: what protocol.run dispatches to.
+"""The CNI commands of egress-router, by name: what __main__ hands to protocol.run.
 
-ADD lives in add.py, DEL (and ADD's rollback) in teardown.py, CHECK in
-check.py; GC and STATUS are small enough to live here.
+Each entry imports its command's module only when that command runs, so a
+VERSION call or a rejected request never loads netlink or NAT code. ADD lives
+in add.py, DEL (and ADD's rollback) in teardown.py, CHECK in check.py, GC and
+STATUS in status.py.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+# typing costs ~15 ms to import on a cold interpreter (VERSION imports this module).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional
 
-from .add import StepHook, cmd_add
-from .check import cmd_check, verify
-from .config import parse_netconf
-from .errors import InvalidConfig, NotAvailable
-from .invocation import master_of
-from .netlink import Netlink
-from .protocol import CmdArgs
-from .teardown import cmd_del
-
-__all__ = ["HANDLERS", "StepHook", "cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "verify"]
+    from .cmdargs import CmdArgs, Handler
+    from .result import Result
 
 
-def cmd_gc(args: CmdArgs) -> None:
-    """Everything ADD creates lives in the pod's namespace and goes with it: only validate."""
-    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-        value = args.config.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(
-            isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
-            for a in value
-        ):
-            raise InvalidConfig(f"invalid {key}", 'expected a list of {"containerID": "...", "ifname": "..."}')
+def _add(args: CmdArgs) -> Optional[Result]:
+    from .add import cmd_add
+
+    return cmd_add(args)
 
 
-def cmd_status(args: CmdArgs) -> None:
-    """Ready when the config is valid, the master resolves and the NAT backend can be loaded."""
-    conf = parse_netconf(args.config)
-    try:
-        with Netlink() as host:
-            master_of(host, conf)
-    except InvalidConfig as e:
-        raise NotAvailable("egress router cannot be set up on this node", str(e)) from None
-    from .nat.nftables import nftables_present
+def _del(args: CmdArgs) -> Optional[Result]:
+    from .teardown import cmd_del
 
-    # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
-    if conf.nat_backend == "nftables" and not nftables_present():
-        raise NotAvailable("nftables is not available", "the kernel does not answer nf_tables requests")
-    if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
-        from .nat.iptables import load_iptc
-
-        load_iptc()
+    cmd_del(args)
+    return None
 
 
-HANDLERS: Dict[str, Callable[[CmdArgs], Optional[Dict[str, Any]]]] = {
-    "ADD": cmd_add,
-    "DEL": cmd_del,
-    "CHECK": cmd_check,
-    "GC": cmd_gc,
-    "STATUS": cmd_status,
-}
+def _check(args: CmdArgs) -> Optional[Result]:
+    from .check import cmd_check
+
+    cmd_check(args)
+    return None
+
+
+def _gc(args: CmdArgs) -> Optional[Result]:
+    from .status import cmd_gc
+
+    cmd_gc(args)
+    return None
+
+
+def _status(args: CmdArgs) -> Optional[Result]:
+    from .status import cmd_status
+
+    cmd_status(args)
+    return None
+
+
+HANDLERS: Dict[str, Handler] = {"ADD": _add, "DEL": _del, "CHECK": _check, "GC": _gc, "STATUS": _status}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
 
 
@@ -122,29 +124,45 @@ def _route_dict(r: Route) -> Dict[str, Any]:
 
 
 def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
-    """Parse a prevResult given in cni_version's format into the current shape."""
+    """Parse a prevResult given in cni_version's format into the current shape.
+
+    Every value's type is checked before ipaddress, int() or a string method
+    sees it: ipaddress takes an int (and so False, True) as an address, and
+    str() would turn any JSON value into some text. A wrong type is a code-6
+    error naming the field.
+    """
     try:
         if cni_version in ("0.1.0", "0.2.0") or (("ip4" in data or "ip6" in data) and "ips" not in data):
             return _parse_020(data)
-        interfaces = [
-            Interface(name=str(i["name"]), mac=str(i.get("mac", "")), sandbox=str(i.get("sandbox", "")))
-            for i in data.get("interfaces") or []
-        ]
-        ips = []
-        for ip in data.get("ips") or []:
-            ipaddress.ip_interface(ip["address"])
-            index = ip.get("interface")
-            ips.append(
-                IPConfig(
-                    address=str(ip["address"]),
-                    gateway=_checked_gateway(ip.get("gateway")),
-                    interface=int(index) if index is not None else None,
+        interfaces = []
+        for n, i in enumerate(_list(data, "interfaces", "prevResult")):
+            where = f"prevResult.interfaces[{n}]"
+            item = _object(i, where)
+            interfaces.append(
+                Interface(
+                    name=_string(item.get("name"), f"{where}.name"),
+                    mac=_optional_string(item.get("mac"), f"{where}.mac"),
+                    sandbox=_optional_string(item.get("sandbox"), f"{where}.sandbox"),
                 )
             )
-        routes = [_parse_route(r) for r in data.get("routes") or []]
+        ips = []
+        for n, ip in enumerate(_list(data, "ips", "prevResult")):
+            where = f"prevResult.ips[{n}]"
+            item = _object(ip, where)
+            address = _string(item.get("address"), f"{where}.address")
+            ipaddress.ip_interface(address)
+            ips.append(
+                IPConfig(
+                    address=address,
+                    gateway=_checked_gateway(item.get("gateway"), f"{where}.gateway"),
+                    interface=_interface_index(item.get("interface"), f"{where}.interface"),
+                )
+            )
+        routes = [_parse_route(r, f"prevResult.routes[{n}]") for n, r in enumerate(_list(data, "routes", "prevResult"))]
         dns = data.get("dns") or None
         return Result(interfaces=interfaces, ips=ips, routes=routes, dns=dns if isinstance(dns, dict) else None)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        # OverflowError: "interface": 1e999 decodes to infinity, which int() refuses.
         raise DecodingFailure("failed to parse prevResult", f"{type(e).__name__}: {e}") from None
 
 
@@ -152,27 +170,129 @@ def _parse_020(data: Dict[str, Any]) -> Result:
     result = Result()
     for key in ("ip4", "ip6"):
         block = data.get(key)
-        if not block:
+        if block is None or block == {}:
             continue
-        ipaddress.ip_interface(block["ip"])
-        result.ips.append(IPConfig(address=block["ip"], gateway=_checked_gateway(block.get("gateway"))))
-        result.routes.extend(_parse_route(r) for r in block.get("routes") or [])
+        where = f"prevResult.{key}"
+        block = _object(block, where)
+        address = _string(block.get("ip"), f"{where}.ip")
+        ipaddress.ip_interface(address)
+        gateway = _checked_gateway(block.get("gateway"), f"{where}.gateway")
+        result.ips.append(IPConfig(address=address, gateway=gateway))
+        routes = _list(block, "routes", where)
+        result.routes.extend(_parse_route(r, f"{where}.routes[{n}]") for n, r in enumerate(routes))
     dns = data.get("dns")
     result.dns = dns if isinstance(dns, dict) and dns else None
     return result
 
 
-def _parse_route(r: Dict[str, Any]) -> Route:
+def _parse_route(r: Any, where: str) -> Route:
     """A prevResult route, validated: it is printed again and converted between versions."""
-    dst, gw = str(r["dst"]), str(r.get("gw", "") or "")
+    item = _object(r, where)
+    dst = _string(item.get("dst"), f"{where}.dst")
+    gw = _checked_gateway(item.get("gw"), f"{where}.gw")
     ipaddress.ip_network(dst, strict=False)
-    if gw:
-        ipaddress.ip_address(gw)
     return Route(dst=dst, gw=gw)
 
 
-def _checked_gateway(value: Any) -> str:
-    gw = str(value or "")
+def _checked_gateway(value: Any, where: str) -> str:
+    gw = _optional_string(value, where)
     if gw:
         ipaddress.ip_address(gw)
     return gw
+
+
+# --- type checks: each raises DecodingFailure naming the field and what it holds --------------
+
+
+def _wrong_type(value: Any, where: str, expected: str) -> DecodingFailure:
+    shown = json.dumps(value)[:64]
+    return DecodingFailure("failed to parse prevResult", f"{where} is {shown}; expected {expected}")
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _wrong_type(value, where, "a string")
+    return value
+
+
+def _optional_string(value: Any, where: str) -> str:
+    """A string that may be absent or null ("" then)."""
+    return "" if value is None else _string(value, where)
+
+
+def _object(value: Any, where: str) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong_type(value, where, "an object")
+    return value
+
+
+def _list(container: Dict[str, Any], key: str, where: str) -> List[Any]:
+    """container[key] as a list; absent or null is an empty list."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _wrong_type(value, f"{where}.{key}", "a list")
+    return value
+
+
+def _interface_index(value: Any, where: str) -> Optional[int]:
+    if value is None:
+        return None
+    # Any whole number, -1 included (tolerated as before: it only goes back out in the result).
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(value, where, "an index into interfaces (a whole number)")
+    return value
+
+
+DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def chained_result(prev: Optional[Dict[str, Any]], cni_version: str, netns: str) -> Optional[Result]:
+    """The previous plugin's result an ADD extends, parsed and checked; None when ADD is not chained.
+
+    Called before the first kernel change: a prevResult that cannot be printed
+    again fails ADD while the pod is still untouched. Chains exist from 0.3.0
+    on; before that a prevResult is no part of the protocol and is ignored.
+    The config author can write prevResult, so nothing in it is trusted:
+    interface indexes must point into its own list, and an interface may only
+    claim the pod's own namespace as its sandbox (a path there is later
+    opened by whoever reads the cached result, e.g. `egress-router inspect`).
+    """
+    if not prev or cni_version in ("0.1.0", "0.2.0"):
+        return None
+    result = parse_result(prev, cni_version)
+    for iface in result.interfaces:
+        if iface.sandbox and iface.sandbox != netns:
+            raise InvalidConfig(
+                "invalid prevResult",
+                f"interface {iface.name[:32]!r} has sandbox {iface.sandbox[:128]!r}; a chained result may only "
+                f"name the pod's namespace (CNI_NETNS {netns!r})",
+            )
+    for ip in result.ips:
+        if ip.interface is not None and not 0 <= ip.interface < len(result.interfaces):
+            raise InvalidConfig(
+                "invalid prevResult",
+                f"address {ip.address} refers to interface {ip.interface}; prevResult lists "
+                f"{len(result.interfaces)} interfaces",
+            )
+    return result
+
+
+def router_result(conf: NetConf, ifname: str, netns: str, mac: str, prev: Optional[Result] = None) -> Result:
+    """ADD's result: the previous plugins' (when chained) plus the router interface, addresses and routes."""
+    result = Result(dns=conf.dns)
+    if prev is not None:
+        # Chained after another plugin: keep what it reported, append ours.
+        result.interfaces.extend(prev.interfaces)
+        result.ips.extend(prev.ips)
+        result.routes.extend(r for r in prev.routes if r.dst not in DEFAULT_ROUTE.values())
+        result.dns = conf.dns or prev.dns
+    index = len(result.interfaces)
+    result.interfaces.append(Interface(name=ifname, mac=mac, sandbox=netns))
+    for address in conf.addresses:
+        gateway = conf.gateway_for(address.version)
+        result.ips.append(IPConfig(address=str(address), gateway=str(gateway) if gateway else "", interface=index))
+    for gateway in conf.gateways:
+        result.routes.append(Route(dst=DEFAULT_ROUTE[gateway.version], gw=str(gateway)))
+    return result

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import sysctl
+from .config import MACVLAN_MODES
 from .errors import CniError, InvalidConfig, NotAvailable
-from .link import ALIAS_PREFIX, MACVLAN_MODES, list_links, owner_id
+from .link import list_links
 from .netlink import Netlink
 from .netns import NetNS
-from .route import addresses_of, is_saved_table, list_routes
+from .route import MAIN_TABLE, addresses_of, is_saved_table, list_routes
+from .state import FAMILIES, PREFIX, Backend, owner_id
 
 CNI_CACHE_DIRS = ("/var/lib/cni/results",)
 _MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
@@ -147,10 +149,10 @@ def inspect_netns(netns: str, log_file: str) -> RouterView:
             names = {li.index: li.name for li in links}
             owners = set()
             for link in links:
-                state = link.owner_state()
-                if state is None and not link.alias.startswith(ALIAS_PREFIX):
+                state = link.state()
+                if state is None and not link.alias.startswith(PREFIX):
                     continue
-                owners.add(str((state or {}).get("owner", "")))
+                owners.add(state.owner if state is not None else "")
                 view.interfaces.append(
                     {
                         "name": link.name,
@@ -161,11 +163,11 @@ def inspect_netns(netns: str, log_file: str) -> RouterView:
                         "mtu": link.mtu,
                         "state": "up" if link.up else "down",
                         "addresses": addresses_of(pod, link.index),
-                        "nat_backend": (state or {}).get("nat"),
+                        "nat_backend": state.nat.value if state is not None and state.nat is not None else None,
                     }
                 )
-            for version in (4, 6):
-                view.routes += [_route_text(r, names) for r in list_routes(pod, version, 254)]
+            for version in FAMILIES:
+                view.routes += [_route_text(r, names) for r in list_routes(pod, version, MAIN_TABLE)]
                 view.saved_routes += [
                     _route_text(r, names) for r in list_routes(pod, version) if is_saved_table(r.table)
                 ]
@@ -185,15 +187,15 @@ def _nat_rules() -> Dict[str, List[str]]:
     from .nat.rules import iptables_spelling
 
     rules: Dict[str, List[str]] = {}
-    for name in ("nftables", "iptables"):
+    for name in Backend:
         try:
             backend = get_backend(name)
-            found = backend.list([4, 6])
+            found = backend.list(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:
-            spell = rule_text if name == "nftables" else iptables_spelling
-            rules[name] = [r if isinstance(r, str) else spell(r) for r in found]
+            spell = rule_text if name is Backend.NFTABLES else iptables_spelling
+            rules[name.value] = [r if isinstance(r, str) else spell(r) for r in found]
     return rules
 
 

@@ -7,56 +7,38 @@ rules' note say what to undo, and whose it is.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from functools import partial
+from typing import Callable, Dict, List, Optional
 
 from . import sysctl
+from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
 from .errors import CniError, NotAvailable
-from .invocation import ALL_FAMILIES, logged, open_log
-from .link import LinkInfo, delete_link, find_owned_links, owner_id
+from .invocation import logged, open_log
+from .link import LinkInfo, delete_link, find_owned_links
 from .log import PluginLog
 from .nat import NatBackend, get_backend
 from .netlink import Netlink
 from .netns import open_optional
-from .protocol import CmdArgs
-from .route import restore_default_routes, saved_table
+from .route import MAIN_TABLE, restore_default_routes, saved_table
+from .state import FAMILIES, Backend, RouterState, backend_named, decode_note, owner_id
 
-
-def make_note(state: Dict[str, Any]) -> str:
-    """The state record in the NAT table's comment: 'egress-router owner=ID fwd4=0 fwd6=1'."""
-    fields = [f"owner={state['owner']}"] + [f"fwd{k}={v}" for k, v in sorted(state["forwarding"].items())]
-    fields.append(f"nat={state['nat']}")
-    return "egress-router " + " ".join(fields)
-
-
-def parse_note(note: Optional[str]) -> Dict[str, Any]:
-    if not note or not note.startswith("egress-router "):
-        return {}
-    parsed: Dict[str, Any] = {"forwarding": {}}
-    for field in note.split()[1:]:
-        key, _, value = field.partition("=")
-        if key == "owner":
-            parsed["owner"] = value
-        elif key == "nat":
-            parsed["nat"] = value
-        elif key in ("fwd4", "fwd6") and value in ("0", "1"):
-            parsed["forwarding"][key[3:]] = value
-    return parsed
+# One undo action: a step of the cleanup; a CniError it raises is logged and the rest still run.
+Undo = Callable[[], None]
 
 
 def _backends_for_del(configured: str, links: List[LinkInfo], log: PluginLog) -> List[NatBackend]:
     """The backends whose rules this owner may have installed: the recorded one, the configured one."""
-    names: List[str] = []
+    names: List[Backend] = []
     for link in links:
-        recorded = (link.owner_state() or {}).get("nat")
-        if recorded in ("nftables", "iptables"):
-            names.append(recorded)
-    if configured in ("nftables", "iptables"):
-        names.append(configured)
-    if not names:
-        names.append("auto")
+        state = link.state()
+        if state is not None and state.nat is not None:
+            names.append(state.nat)
+    chosen = backend_named(configured)
+    if chosen is not None:
+        names.append(chosen)
     backends: List[NatBackend] = []
-    for name in dict.fromkeys(names):
+    for name in dict.fromkeys(names) or ["auto"]:
         try:
             backends.append(get_backend(name))
         except NotAvailable as e:
@@ -69,71 +51,81 @@ def teardown(
     backends: List[NatBackend],
     owner: str,
     log: PluginLog,
-    forwarding: Optional[Dict[str, str]] = None,
+    forwarding: Optional[Dict[int, str]] = None,
 ) -> None:
-    """Undo everything an ADD of this owner may have done, from kernel state; continue past errors."""
-    errors: List[CniError] = []
-    links = find_owned_links(pod, owner)
-    original = dict(forwarding or {})
-    for link in links:
-        state = link.owner_state() or {}
-        saved = state.get("forwarding")
-        if isinstance(saved, dict):
-            original.update({k: v for k, v in saved.items() if v in ("0", "1")})
-    notes = {backend.name: parse_note(backend.note(list(ALL_FAMILIES))) for backend in backends}
-    if not links:
-        # The link may have been deleted by hand: the NAT rules keep a copy of the state.
-        for note in notes.values():
-            if note.get("owner") == owner:
-                original.update({k: v for k, v in note.get("forwarding", {}).items() if k not in original})
+    """Undo everything an ADD of this owner may have done, from kernel state.
 
-    def attempt(fn: Callable[[], Any]) -> None:
+    Every undo action runs even when an earlier one fails; each failure is
+    logged and the first is raised at the end. forwarding is what ADD read
+    before changing the sysctls (rollback knows it before the alias exists).
+    """
+    links = find_owned_links(pod, owner)
+    notes = {backend.name: decode_note(backend.note(list(FAMILIES))) for backend in backends}
+    original = _original_forwarding(owner, links, list(notes.values()), forwarding or {})
+    undo: List[Undo] = [partial(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
+    undo += [partial(_remove_link, pod, link, log) for link in links]
+    undo += [partial(_restore_routes, pod, family, owner, log) for family in FAMILIES]
+    undo += [partial(_reset_forwarding, family, value, log) for family, value in original.items()]
+    run_undo(undo, log)
+
+
+def run_undo(undo: List[Undo], log: PluginLog) -> None:
+    """Run every action; log each CniError and raise the first once all have run."""
+    errors: List[CniError] = []
+    for action in undo:
         try:
-            fn()
+            action()
         except CniError as e:
             errors.append(e)
             log.error(str(e))
-
-    for backend in backends:
-
-        def remove_nat(backend: NatBackend = backend) -> None:
-            other = notes[backend.name].get("owner")
-            if other not in (None, owner):
-                log.debug(f"{backend.name} NAT rules belong to another attachment: left in place")
-                return
-            if backend.list(list(ALL_FAMILIES)) is not None:
-                backend.remove(list(ALL_FAMILIES))
-                log.debug(f"Deleted {backend.name} NAT rules")
-
-        attempt(remove_nat)
-    for link in links:
-
-        def remove_link(link: LinkInfo = link) -> None:
-            if delete_link(pod, link.index):
-                log.debug(f"Deleted interface {link.name!r}")
-
-        attempt(remove_link)
-    for version in ALL_FAMILIES:
-
-        def restore(version: int = version) -> None:
-            for route in restore_default_routes(pod, version, saved_table(owner)):
-                log.debug(f"Restored default route {route.go_string(table=254)}")
-
-        attempt(restore)
-    for family, value in original.items():
-
-        def reset(family: str = family, value: str = value) -> None:
-            key = sysctl.FORWARDING[int(family)]
-            if sysctl.read(key) != value:
-                sysctl.write(key, value)
-                log.debug(f"Restored {key.replace('/', '.')}={value}")
-
-        attempt(reset)
     if errors:
         raise errors[0]
 
 
+def _original_forwarding(
+    owner: str, links: List[LinkInfo], notes: List[Optional[RouterState]], known: Dict[int, str]
+) -> Dict[int, str]:
+    """The forwarding sysctls to restore: the link's record, else the NAT note's (the link may be gone)."""
+    original = dict(known)
+    for link in links:
+        state = link.state()
+        if state is not None:
+            original.update(state.forwarding)
+    if not links:
+        for note in notes:
+            if note is not None and note.owner == owner:
+                original.update({k: v for k, v in note.forwarding.items() if k not in original})
+    return original
+
+
+def _remove_nat(backend: NatBackend, note: Optional[RouterState], owner: str, log: PluginLog) -> None:
+    if note is not None and note.owner != owner:
+        log.debug(f"{backend.name} NAT rules belong to another attachment: left in place")
+        return
+    if backend.list(list(FAMILIES)) is not None:
+        backend.remove(list(FAMILIES))
+        log.debug(f"Deleted {backend.name} NAT rules")
+
+
+def _remove_link(pod: Netlink, link: LinkInfo, log: PluginLog) -> None:
+    if delete_link(pod, link.index):
+        log.debug(f"Deleted interface {link.name!r}")
+
+
+def _restore_routes(pod: Netlink, family: int, owner: str, log: PluginLog) -> None:
+    for route in restore_default_routes(pod, family, saved_table(owner)):
+        log.debug(f"Restored default route {route.go_string(table=MAIN_TABLE)}")
+
+
+def _reset_forwarding(family: int, value: str, log: PluginLog) -> None:
+    key = sysctl.FORWARDING[family]
+    if sysctl.read(key) != value:
+        sysctl.write(key, value)
+        log.debug(f"Restored {key.replace('/', '.')}={value}")
+
+
 def cmd_del(args: CmdArgs) -> None:
+    """Remove what ADD set up for this container; succeed when nothing is left (or never was)."""
     conf: Optional[NetConf] = None
     problem = ""
     try:

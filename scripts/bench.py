@@ -59,6 +59,10 @@ RESERVED = "192.168.12.{}"
 DESTINATIONS = ["80 UDP 10.0.0.99", "8080 TCP 203.0.113.26 80", "8443 TCP 203.0.113.27 443"]
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PLUGIN_TIMEOUT = 120.0
+# `python3 -S -m egress_router_cni` from this checkout (-S: no site-packages, the hot path needs none).
+PYTHON_ENTRY = (
+    "import sys; sys.path.insert(0, {repo!r}); import runpy; runpy.run_module('egress_router_cni', run_name='__main__')"
+)
 
 
 class Impl(NamedTuple):
@@ -215,7 +219,7 @@ class Bench:
         self.floor = [sys.executable, "-I", "-S", "-c", "pass"]
 
     def log_file(self, impl: Impl) -> str:
-        return os.path.join(self.workdir, f"{impl.name}.log")
+        return os.path.join(self.workdir, f"egress-router-{impl.name}.log")  # log confinement: /tmp, egress-router*
 
     def new_pod(self, index: Optional[int] = None) -> Pod:
         self.serial += 1
@@ -380,8 +384,7 @@ def implementations(args: argparse.Namespace) -> List[Impl]:
     ours = {
         "onedir": [args.onedir],
         "onefile": [args.onefile],
-        "python": [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, %r); import runpy; "
-                   "runpy.run_module('egress_router_cni', run_name='__main__')" % str(REPO)],  # fmt: skip
+        "python": [sys.executable, "-S", "-c", PYTHON_ENTRY.format(repo=str(REPO))],
     }[args.impl]
     impls = [Impl(f"ours-{args.impl}", ours, True)]
     for spec in args.vs:
@@ -413,7 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     leave_host_netns()
     impls = implementations(args)
     topology = Topology(prefix=f"ert-bench{os.getpid()}")
-    with tempfile.TemporaryDirectory(prefix="egress-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="egress-router-bench-") as workdir:
         from egress_router_cni.netns import NetNS
 
         load_before = os.getloadavg()

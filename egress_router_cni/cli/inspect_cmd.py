@@ -15,13 +15,13 @@ from .output import report
 
 def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
     """Run CHECK's verification against the config given or the one libcni cached."""
+    from ..check import verify
     from ..config import parse_netconf
     from ..link import get_link
-    from ..nat import get_backend
+    from ..nat import recorded_backend
     from ..nat.rules import build_rules
     from ..netlink import Netlink
     from ..netns import NetNS
-    from ..plugin import verify
     from .validate_cmd import _plugin_conf
 
     if config is None and cached is not None:
@@ -35,8 +35,7 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, ifname)
-            recorded = ((link.owner_state() if link else None) or {}).get("nat")
-            backend = get_backend(recorded if recorded in ("nftables", "iptables") else conf.nat_backend)
+            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
             container = cached.container_id if cached is not None else None
             return verify(pod, backend, conf, ifname, container, None, rules)
 

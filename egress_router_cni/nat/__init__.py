@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from typing import List, Optional, Protocol, Union
 
+from ..state import Backend, RouterState
 from .rules import Rule
 
 
 class NatBackend(Protocol):
-    name: str
+    name: Backend
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None: ...
 
@@ -43,6 +44,11 @@ def get_backend(name: str) -> NatBackend:
 
         return IptablesBackend()
     raise ValueError(f"unknown NAT backend {name!r}")
+
+
+def recorded_backend(state: Optional[RouterState], configured: str) -> NatBackend:
+    """The backend ADD recorded in state, else the configured one ("auto" decides in this namespace)."""
+    return get_backend(state.nat if state is not None and state.nat is not None else configured)
 
 
 def release_contexts() -> None:

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
+from ..state import Backend
 from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
 
 COMMENT_PREFIX = "egress-router "
@@ -96,13 +97,82 @@ def load_iptc() -> Any:
     util.find_library = find_library
     util.find_libc = lambda: ctypes.CDLL("libc.so.6", mode=ctypes.RTLD_GLOBAL)
     try:
-        from iptc import ip4tc, ip6tc
+        from iptc import ip4tc, ip6tc, xtables
     except Exception as e:
         raise NotAvailable(
             "the iptables NAT backend is not available", f"libxtables/libip4tc could not be loaded: {e}"
         ) from None
+    _fix_option_tables(xtables)
     _iptc = types.SimpleNamespace(ip4tc=ip4tc, ip6tc=ip6tc)
     return _iptc
+
+
+def option_entry_stride(table_address: int, entry_cls: Any) -> int:
+    """The size of libxtables' `struct xt_option_entry` that the option table at table_address uses.
+
+    iptables 1.8.11 appended `unsigned int base` to the struct (the guided
+    option parser's integers with a fixed base), growing it from 48 to 56
+    bytes on 64-bit systems without a new soname (and XTABLES_VERSION is
+    "libxtables.so.12" for both). python-iptables' ctypes copy has the old
+    layout and walks every table in 48-byte steps: the first option is found,
+    then it reads the first entry's `base` and padding, which are zero and look
+    like the table's end. That is ldx/python-iptables#353: `udp` (moved to the
+    guided parser) refuses `dport`, `multiport` refuses `dports`; `tcp` (old
+    parser) and DNAT, SNAT, comment (the option used is the first) still work.
+
+    The table itself tells the layouts apart, at byte 48 of its first entry:
+    the old layout has the second entry's `name` there, a pointer into a
+    shared library, which on 64-bit Linux is mapped above 4 GiB; the new one
+    has `base` (0 unless an option asks for a fixed base, always small) and
+    four bytes of zero padding. An old table with one option has its zeroed
+    terminator there, which the new stride reads as a terminator too.
+    """
+    old = ctypes.sizeof(entry_cls)
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        return old  # (only 64-bit builds are supported; the padding argument needs 8-byte pointers)
+    at_old_end = ctypes.c_uint64.from_address(table_address + old).value
+    if at_old_end >> 32:
+        return old
+    end = entry_cls.max.offset + entry_cls.max.size + ctypes.sizeof(ctypes.c_uint)  # ..., max, base
+    align = ctypes.alignment(entry_cls)
+    return int((end + align - 1) // align * align)
+
+
+def _fix_option_tables(xtables: Any) -> None:
+    """Make python-iptables walk x6 option tables with the entry size the loaded libxtables uses.
+
+    Only the two helpers that walk a table are replaced (option lookup and the
+    mandatory-option check); parsing itself stays python-iptables' own.
+    """
+    cls = xtables.xtables
+    if getattr(cls, "_egress_router_fixed", False):
+        return
+    entry_cls = xtables.xt_option_entry
+
+    def entries(table: Any) -> Iterator[Any]:
+        address = ctypes.cast(table, ctypes.c_void_p).value
+        if not address:
+            return
+        stride = option_entry_stride(address, entry_cls)
+        index = 0
+        while True:
+            entry = entry_cls.from_address(address + index * stride)
+            if not entry.name:
+                return
+            yield entry
+            index += 1
+
+    def option_lookup(self: Any, table: Any, name: bytes) -> Any:
+        return next((entry for entry in entries(table) if entry.name == name), None)
+
+    def options_fcheck(self: Any, name: bytes, xflags: int, table: Any) -> None:
+        for entry in entries(table):
+            if entry.flags & xtables.XTOPT_MAND and not xflags & (1 << entry.id):
+                raise xtables.XTablesError(f"{name!r}: --{entry.name!r} must be specified")
+
+    cls._option_lookup = option_lookup
+    cls._options_fcheck = options_fcheck
+    cls._egress_router_fixed = True
 
 
 @contextlib.contextmanager
@@ -127,7 +197,7 @@ class IptablesBackend:
     never loads an extension; each child loads them for its one family.
     """
 
-    name = "iptables"
+    name = Backend.IPTABLES
 
     def __init__(self) -> None:
         self.iptc = load_iptc()

@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Union
 
 from ..errors import NatError, NotAvailable
 from ..netlink import NetlinkError, Socket
+from ..state import Backend
 from . import nftables_netlink as nfnl
 from .nftables_text import FAMILIES, TABLE, rule_text
 from .rules import Rule
@@ -85,7 +86,7 @@ def _table(family: int) -> Optional[bytes]:
 class NftablesBackend:
     """Install, remove, list and verify the router's NAT rules with nftables."""
 
-    name = "nftables"
+    name = Backend.NFTABLES
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         if '"' in note or "\n" in note:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 ENV_KEYS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
@@ -83,7 +83,7 @@ def _check_batch(text: str, n_rules: int, n_families: int) -> None:
         assert line.startswith(("add table ", "delete table ", "add chain ", "add rule ")), f"injected: {line!r}"
 
 
-def _handler(args: Any) -> Optional[Dict[str, Any]]:
+def _handler(args: Any) -> Any:
     m = _load()
     conf = m["config"].parse_netconf(args.config)
     if args.command == "ADD":
@@ -101,7 +101,7 @@ def _handler(args: Any) -> Optional[Dict[str, Any]]:
         for address in conf.addresses:
             gateway = conf.gateway_for(address.version)
             res.ips.append(m["result"].IPConfig(str(address), str(gateway) if gateway else "", index))
-        return dict(res.to_dict(conf.cni_version))
+        return res
     if args.command == "CHECK" and conf.prev_result:
         m["result"].parse_result(conf.prev_result, conf.cni_version)
     return None

@@ -74,7 +74,7 @@ def inside(netns_path: str) -> Iterator[None]:
 
 
 def cmd_args(command: str, conf: Dict[str, Any], pod: Pod, container_id: str) -> Any:
-    from egress_router_cni.protocol import CmdArgs
+    from egress_router_cni.cmdargs import CmdArgs
 
     return CmdArgs(
         command=command,
@@ -101,7 +101,7 @@ def backend_config(backend: str, log_file: Path) -> Dict[str, Any]:
 def test_add_failure_at_any_step_leaves_pod_unchanged(
     topology: Topology, pod: Pod, log_file: Path, backend: str, step: str, phase: str
 ) -> None:
-    from egress_router_cni import plugin
+    from egress_router_cni import add
 
     if backend == "iptables" and importlib.util.find_spec("iptc") is None:
         pytest.skip("python-iptables is not installed in this interpreter")
@@ -116,7 +116,7 @@ def test_add_failure_at_any_step_leaves_pod_unchanged(
             raise InjectedFault(f"{phase} {step}")
 
     with inside(f"/run/netns/{topology.node}"), pytest.raises(InjectedFault):
-        plugin.cmd_add(cmd_args("ADD", conf, pod, container_id), hook=hook)
+        add.cmd_add(cmd_args("ADD", conf, pod, container_id), hook=hook)
     assert f"{phase}:{step}" in seen, f"the hook never reached {phase}:{step}; steps seen: {seen}"
     assert_same(before, full_snapshot(pod.ns), f"ADD failing {phase} step {step!r} ({backend})")
     assert "ADD failed: rolling back" in log_file.read_text()
@@ -372,16 +372,16 @@ def _fds() -> Dict[str, str]:
 
 def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_file: Path) -> None:
     """In-process: no fd (netlink sockets, netns handles, log file, pipes) survives ADD or DEL."""
-    from egress_router_cni import plugin
+    from egress_router_cni import add, teardown
 
     conf = router_config("1.0.0", str(log_file))
     container_id = uuid.uuid4().hex
     before = _fds()
     with inside(f"/run/netns/{topology.node}"):
         inner = _fds()
-        plugin.cmd_add(cmd_args("ADD", conf, pod, container_id))
+        add.cmd_add(cmd_args("ADD", conf, pod, container_id))
         assert _fds() == inner, "ADD leaked a file descriptor"
-        plugin.cmd_del(cmd_args("DEL", conf, pod, container_id))
+        teardown.cmd_del(cmd_args("DEL", conf, pod, container_id))
         assert _fds() == inner, "DEL leaked a file descriptor"
     assert _fds() == before
 

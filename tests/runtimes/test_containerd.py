@@ -45,7 +45,7 @@ def test_sandbox_gets_router_and_both_dels_succeed(
     cri.remove_pod(sandbox)
     assert cri.list_pods() == []
 
-    calls = summaries(plugin_calls(containerd.work / "plugin.log", sandbox))
+    calls = summaries(plugin_calls(containerd.work / "egress-router-plugin.log", sandbox))
     assert calls == [
         f"ADD({ROUTER_IF}, netns={status.netns}) ok",
         f"DEL({ROUTER_IF}, netns={status.netns}) ok",

@@ -58,7 +58,7 @@ class Libcni:
 
     @property
     def log(self) -> Path:
-        return self.work / "plugin.log"
+        return self.work / "egress-router-plugin.log"
 
     def config(self, version: str, form: str) -> Path:
         if form == "conf":

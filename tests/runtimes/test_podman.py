@@ -66,6 +66,6 @@ def test_network_connect_routes_traffic_and_rm_cleans_up(
 
     assert not os.path.exists(router_path), "podman left the container's netns file"
     assert leftovers(held) == [], "the DELs of both networks must leave only lo"
-    log = podman.work / "plugin.log"
+    log = podman.work / "egress-router-plugin.log"
     assert summaries(plugin_calls(log, router_id)) == expected_calls(router_path, "ADD", "DEL", "ADD", "DEL")
     assert not [r for r in host_traces.new_results() if router_id in r], "libcni kept a result: a DEL failed"

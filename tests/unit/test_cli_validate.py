@@ -170,3 +170,69 @@ def test_cli_validate_touches_nothing_it_is_pure(tmp_path: Path) -> None:
     before = sorted(p.name for p in tmp_path.iterdir())
     validate(tmp_path, plugin_conf(log_file=str(tmp_path / "should-not-exist")))
     assert sorted(p.name for p in tmp_path.iterdir()) == [*before, "conf.json"]
+
+
+# --- --policy (issue 13) ----------------------------------------------------------------------------
+
+
+def write_policy(tmp_path: Path, policy: Any) -> Path:
+    path = tmp_path / "policy.json"
+    path.write_text(policy if isinstance(policy, str) else json.dumps(policy))
+    path.chmod(0o644)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("policy", "changes", "named"),
+    [
+        (
+            {"allowedMasters": ["eth1"]},
+            {"interfaceArgs": {"master": "ens4"}},
+            "allowedMasters does not allow master 'ens4'",
+        ),
+        ({}, {"interfaceArgs": {"mode": "passthru"}}, "allowedModes does not allow interfaceArgs.mode 'passthru'"),
+        (
+            {"allowedAddressRanges": ["192.168.13.0/24"]},
+            {},
+            "allowedAddressRanges does not allow reserved address 192.168.12.99/24",
+        ),
+        (
+            {"allowedDestinationRanges": ["203.0.113.0/24"]},
+            {},
+            "allowedDestinationRanges does not allow destination '80 UDP 10.0.0.99/30'",
+        ),
+    ],
+)
+def test_cli_validate_policy_violation_names_file_key_and_value(
+    tmp_path: Path, policy: Dict[str, Any], changes: Dict[str, Any], named: str
+) -> None:
+    path = write_policy(tmp_path, policy)
+    result = validate(tmp_path, plugin_conf(**changes), "--policy", str(path))
+    assert result.exit_code == 1, result.output
+    assert f"{path}: {named}" in result.output
+    assert "(CNI error code 106)" in result.output
+
+
+def test_cli_validate_policy_allowing_passthru(tmp_path: Path) -> None:
+    path = write_policy(tmp_path, {"allowedModes": ["bridge", "passthru"]})
+    result = validate(tmp_path, plugin_conf(interfaceArgs={"mode": "passthru"}), "--policy", str(path))
+    assert result.exit_code == 0, result.output
+    assert f"allowed by the node policy {path}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('{"allowedModes": ["turbo"]}', "allowedModes: 'turbo' is not one of"),
+        ('{"allowedMode": ["bridge"]}', "unknown key 'allowedMode'"),
+        ('{"allowedAddressRanges": ["nope"]}', "allowedAddressRanges: 'nope' is not a CIDR"),
+        ('{"logDirectories": ["/var/../etc"]}', "logDirectories: '/var/../etc' is not an absolute path"),
+        ('{"addressConflictDetection": "yes"}', "addressConflictDetection: expected true or false"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
+def test_cli_validate_bad_policy_file_is_refused(tmp_path: Path, text: str, named: str) -> None:
+    path = write_policy(tmp_path, text)
+    result = validate(tmp_path, plugin_conf(), "--policy", str(path))
+    assert result.exit_code == 1, result.output
+    assert named in result.output and "(CNI error code 106)" in result.output

@@ -15,6 +15,7 @@ import pytest
 
 from egress_router_cni.config import (
     DEFAULT_LOG_FILE,
+    MAX_ADDRESSES_PER_FAMILY,
     MAX_CONFIG_BYTES,
     MAX_DESTINATIONS,
     SUPPORTED_VERSIONS,
@@ -420,3 +421,38 @@ def test_netconf_gateway_with_a_zone_id_is_refused() -> None:
     obj = mutated(lambda o: o["ip"].update(addresses=["fe80::99/64"], gateway="fe80::1%eth0", destinations=[]))
     with pytest.raises(CniError):
         parse_netconf(obj)
+
+
+# --- input limits (issue 13) ----------------------------------------------------------------------
+
+
+def _addresses(v4: int, v6: int) -> List[str]:
+    return [f"192.168.12.{100 + i}/24" for i in range(v4)] + [f"2001:db8:12::{100 + i:x}/64" for i in range(v6)]
+
+
+def test_config_accepts_the_address_limit_of_each_family() -> None:
+    conf = parse_netconf(
+        mutated(setter("ip.addresses", _addresses(MAX_ADDRESSES_PER_FAMILY, MAX_ADDRESSES_PER_FAMILY)))
+    )
+    assert len(conf.addresses) == 2 * MAX_ADDRESSES_PER_FAMILY
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "detail"),
+    [
+        (MAX_ADDRESSES_PER_FAMILY + 1, 0, f"more than {MAX_ADDRESSES_PER_FAMILY} IPv4 addresses"),
+        (1, MAX_ADDRESSES_PER_FAMILY + 1, f"more than {MAX_ADDRESSES_PER_FAMILY} IPv6 addresses"),
+        (20_000, 0, f"20000 entries in 'ip.addresses'; the limit is {MAX_ADDRESSES_PER_FAMILY} per address family"),
+    ],
+)
+def test_config_refuses_more_reserved_addresses_than_the_limit(v4: int, v6: int, detail: str) -> None:
+    with pytest.raises(CniError) as exc:
+        parse_netconf(mutated(setter("ip.addresses", _addresses(v4, v6))))
+    assert exc.value.code == ErrorCode.INVALID_CONFIG
+    assert detail in str(exc.value)
+
+
+def test_config_duplicate_check_is_by_value_not_spelling() -> None:
+    with pytest.raises(CniError) as exc:
+        parse_netconf(mutated(setter("ip.addresses", ["192.168.12.99/24", " 192.168.12.99/24"])))
+    assert "appears twice" in str(exc.value)

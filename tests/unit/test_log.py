@@ -1,4 +1,4 @@
-"""The plugin's log file: line format, levels, and the defences of issue 4 item 7 (safe log file).
+"""The plugin's log file: line format, levels, and the defences of issue 4 item 7 and issue 13 (confinement).
 
 The log path comes from a config a cluster user may write and the plugin runs
 as root, so each defence is tested with the attack it stops.
@@ -36,11 +36,10 @@ def messages_of(path: Path) -> List[str]:
     return out
 
 
-@pytest.fixture
-def default_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the default log path (where refused paths fall back to) into tmp_path."""
-    fallback = tmp_path / "default" / "egress-router-log"
-    fallback.parent.mkdir()
+@pytest.fixture(autouse=True)
+def default_log(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the default log path (where refused paths fall back to) into a directory of its own."""
+    fallback = tmp_path_factory.mktemp("default") / "egress-router-log"
     monkeypatch.setattr(log, "DEFAULT_LOG_FILE", str(fallback))
     return fallback
 
@@ -184,7 +183,7 @@ def test_log_symlink_at_the_path_is_refused_and_its_target_untouched(tmp_path: P
     plugin_log.close()
     assert victim.read_text() == "precious\n"
     assert path.is_symlink()
-    assert "cannot open log file" in stderr.getvalue()
+    assert "refusing log_file" in stderr.getvalue()
 
 
 def test_log_dangling_symlink_is_not_followed_to_create_a_file(tmp_path: Path) -> None:
@@ -208,31 +207,43 @@ def test_log_hard_linked_file_is_refused(tmp_path: Path) -> None:
     assert "hard link" in stderr.getvalue()
 
 
-def test_log_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+def test_log_fifo_is_refused_without_blocking(default_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "egress-router-log"
     os.mkfifo(path)
     stderr = io.StringIO()
     plugin_log = open_log(path, stderr=stderr)  # must not wait for a reader
     plugin_log.debug("x")
-    assert plugin_log.fd is None
-    assert "cannot open log file" in stderr.getvalue()
+    plugin_log.close()
+    assert "refusing log_file" in stderr.getvalue()
+    assert messages_of(default_log)[-1] == "x"
 
 
-def test_log_directory_is_refused(tmp_path: Path) -> None:
+def test_log_directory_is_refused(default_log: Path, tmp_path: Path) -> None:
     path = tmp_path / "egress-router-log"
     path.mkdir()
     stderr = io.StringIO()
     plugin_log = open_log(path, stderr=stderr)
     plugin_log.debug("x")
-    assert plugin_log.fd is None
-    assert "cannot open log file" in stderr.getvalue()
+    plugin_log.close()
+    assert "refusing log_file" in stderr.getvalue()
+    assert messages_of(default_log)[-1] == "x"
 
 
-def test_log_device_is_refused() -> None:
+def test_log_device_is_refused(default_log: Path) -> None:
     stderr = io.StringIO()
-    plugin_log = PluginLog("/dev/null", stderr=stderr)
-    assert plugin_log.fd is None
-    assert "not a regular file" in stderr.getvalue()
+    PluginLog("/dev/null", stderr=stderr).close()
+    assert "refusing log_file '/dev/null'" in stderr.getvalue()
+
+
+def test_log_device_inside_an_allowed_directory_is_refused(default_log: Path, tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    PluginLog("/dev/null", stderr=stderr, directories=["/dev"]).close()
+    assert "file name does not start with 'egress-router'" in stderr.getvalue()
+    stderr = io.StringIO()
+    path = tmp_path / "egress-router-null"
+    os.symlink("/dev/null", path)  # a name the rules accept, pointing at a device
+    PluginLog(str(path), stderr=stderr).close()
+    assert "refusing log_file" in stderr.getvalue()
 
 
 def test_log_relative_path_falls_back_to_the_default_with_a_warning(
@@ -244,7 +255,7 @@ def test_log_relative_path_falls_back_to_the_default_with_a_warning(
     plugin_log.debug("Called CNI ADD")
     plugin_log.close()
     assert not (tmp_path / "relative-log").exists()
-    assert messages_of(default_log) == ["Called CNI ADD"]
+    assert messages_of(default_log)[-1] == "Called CNI ADD"
     assert "refusing log_file 'relative-log'" in stderr.getvalue()
     assert "not an absolute path" in stderr.getvalue()
 
@@ -258,7 +269,7 @@ def test_log_world_writable_non_sticky_directory_is_refused(default_log: Path, t
     plugin_log.debug("Called CNI ADD")
     plugin_log.close()
     assert not (shared / "egress-router-log").exists()
-    assert messages_of(default_log) == ["Called CNI ADD"]
+    assert messages_of(default_log)[-1] == "Called CNI ADD"
     assert "writable by everyone and not sticky" in stderr.getvalue()
 
 
@@ -275,11 +286,11 @@ def test_log_world_writable_sticky_directory_like_tmp_is_accepted(default_log: P
 
 def test_log_missing_directory_falls_back_to_the_default(default_log: Path, tmp_path: Path) -> None:
     stderr = io.StringIO()
-    plugin_log = PluginLog(str(tmp_path / "no" / "such" / "dir" / "log"), stderr=stderr)
+    plugin_log = PluginLog(str(tmp_path / "no" / "such" / "dir" / "egress-router-log"), stderr=stderr)
     plugin_log.debug("x")
     plugin_log.close()
     assert "its directory is not usable" in stderr.getvalue()
-    assert messages_of(default_log) == ["x"]
+    assert messages_of(default_log)[-1] == "x"
 
 
 def test_log_unusable_default_only_warns(default_log: Path) -> None:
@@ -289,6 +300,125 @@ def test_log_unusable_default_only_warns(default_log: Path) -> None:
     plugin_log.debug("x")
     assert plugin_log.fd is None
     assert "continuing without a log file" in stderr.getvalue()
+
+
+# --- confinement (issue 13) --------------------------------------------------------------------
+
+
+def refused(path: str, stderr: io.StringIO, **kwargs: Any) -> str:
+    PluginLog(path, stderr=stderr, **kwargs).close()
+    return stderr.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/etc/ld.so.preload", "file name does not start with 'egress-router'"),
+        ("/etc/egress-router-log", "it is not inside /var/log or /tmp"),
+        ("/proc/sys/kernel/egress-router", "it is not inside /var/log or /tmp"),
+        ("/proc/sys/kernel/hostname", "file name does not start with 'egress-router'"),
+        ("/tmp/../etc/egress-router-log", "not a normalized path"),
+        ("/tmp//egress-router-log", "not a normalized path"),
+        ("/tmp/./egress-router-log", "not a normalized path"),
+        ("/tmpfoo/egress-router-log", "it is not inside /var/log or /tmp"),
+        ("/var/logs/egress-router-log", "it is not inside /var/log or /tmp"),
+        ("/tmp/egress-router-log/", "not a normalized path"),
+    ],
+)
+def test_log_path_outside_the_rules_falls_back_with_one_warning_and_an_error_line(
+    default_log: Path, path: str, reason: str
+) -> None:
+    stderr = io.StringIO()
+    plugin_log = PluginLog(path, stderr=stderr, level="panic")
+    plugin_log.debug("Called CNI ADD")
+    plugin_log.close()
+    warnings = stderr.getvalue().splitlines()
+    assert len(warnings) == 1
+    assert f"refusing log_file {path!r}" in warnings[0] and reason in warnings[0]
+    # The [error] line is written whatever the level: the operator sees why their file stayed empty.
+    lines = lines_of(default_log)
+    assert len(lines) == 1 and "[error] refusing log_file" in lines[0] and path in lines[0]
+
+
+def test_log_accepted_in_a_subdirectory_of_an_allowed_directory(default_log: Path, tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "egress-router-router1.log"
+    path.parent.mkdir(parents=True)
+    stderr = io.StringIO()
+    plugin_log = PluginLog(str(path), stderr=stderr)
+    plugin_log.debug("x")
+    plugin_log.close()
+    assert messages_of(path) == ["x"] and stderr.getvalue() == ""
+    assert not default_log.exists()
+
+
+def test_log_symlinked_directory_component_is_refused(default_log: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    stderr = io.StringIO()
+    warning = refused(str(tmp_path / "link" / "egress-router-log"), stderr)
+    assert "path component 'link' is a symbolic link" in warning
+    assert list(outside.iterdir()) == []
+
+
+def test_log_allowed_directory_list_comes_from_the_caller(default_log: Path, tmp_path: Path) -> None:
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    other.mkdir()
+    stderr = io.StringIO()
+    assert f"it is not inside {allowed}" in refused(
+        str(other / "egress-router-log"), stderr, directories=[str(allowed)]
+    )
+    assert not (other / "egress-router-log").exists()
+    plugin_log = PluginLog(str(allowed / "egress-router-log"), stderr=io.StringIO(), directories=[str(allowed)])
+    plugin_log.debug("x")
+    plugin_log.close()
+    assert messages_of(allowed / "egress-router-log") == ["x"]
+
+
+def test_log_renamed_directory_cannot_redirect_an_open_log(default_log: Path, tmp_path: Path) -> None:
+    """The file is reached through a directory descriptor: swapping the directory after the check is useless."""
+    logdir, outside = tmp_path / "logs", tmp_path / "outside"
+    logdir.mkdir()
+    outside.mkdir()
+    plugin_log = PluginLog(str(logdir / "egress-router-log"), stderr=io.StringIO())
+    plugin_log.debug("before")
+    logdir.rename(tmp_path / "moved")
+    logdir.symlink_to(outside)
+    plugin_log.debug("after")
+    plugin_log.close()
+    assert messages_of(tmp_path / "moved" / "egress-router-log") == ["before", "after"]
+    assert list(outside.iterdir()) == []
+
+
+def test_log_rotation_never_replaces_a_symlinked_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log, "MAX_LOG_BYTES", 100)
+    victim = tmp_path / "lib.so.1"
+    victim.write_text("precious\n")
+    path = tmp_path / "egress-router-log"
+    (tmp_path / "egress-router-log.1").symlink_to(victim)
+    stderr = io.StringIO()
+    plugin_log = open_log(path, stderr=stderr)
+    for i in range(20):
+        plugin_log.debug(f"line {i}")
+    plugin_log.close()
+    assert (tmp_path / "egress-router-log.1").is_symlink()
+    assert victim.read_text() == "precious\n"
+    assert "not rotating" in stderr.getvalue()
+    assert path.stat().st_size <= 100 + len(format_line("debug", "line 19"))
+
+
+def test_log_rotation_never_replaces_a_hard_linked_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log, "MAX_LOG_BYTES", 100)
+    victim = tmp_path / "meta.db"
+    victim.write_text("precious\n")
+    os.link(victim, tmp_path / "egress-router-log.1")
+    plugin_log = open_log(tmp_path / "egress-router-log")
+    for i in range(20):
+        plugin_log.debug(f"line {i}")
+    plugin_log.close()
+    assert victim.read_text() == "precious\n"
+    assert victim.stat().st_nlink == 2
 
 
 # --- failures never raise --------------------------------------------------------------------

@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from egress_router_cni import protocol
+from egress_router_cni.cmdargs import CmdArgs
 from egress_router_cni.config import SUPPORTED_VERSIONS, parse_destination, parse_destinations, parse_netconf
 from egress_router_cni.errors import CniError, InvalidConfig
 from egress_router_cni.nat.nftables_text import render_install, rule_text
 from egress_router_cni.nat.rules import DnatRule, SnatRule, build_rules
-from egress_router_cni.protocol import CmdArgs
-from egress_router_cni.result import parse_result
+from egress_router_cni.result import IPConfig, Result, parse_result
 
 SPEC_CODES = {1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, *range(100, 106), 999}
 ENV_KEYS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
@@ -160,10 +160,12 @@ ENVIRON = st.builds(
 # --- protocol.run ----------------------------------------------------------------------------
 
 
-def _minimal_handler(args: CmdArgs) -> Optional[Dict[str, Any]]:
-    if args.command == "ADD":
-        return {"cniVersion": args.cni_version, "ips": [{"address": "192.168.12.99/24"}], "dns": {}}
-    return None
+def _minimal_result() -> Result:
+    return Result(ips=[IPConfig(address="192.168.12.99/24")], dns={})
+
+
+def _minimal_handler(args: CmdArgs) -> Optional[Result]:
+    return _minimal_result() if args.command == "ADD" else None
 
 
 HANDLERS = {c: _minimal_handler for c in COMMANDS if c != "VERSION"}
@@ -194,7 +196,7 @@ def check_protocol(environ: Dict[str, str], stdin: bytes) -> None:
         assert doc["supportedVersions"] == list(SUPPORTED_VERSIONS)
     else:
         assert doc["cniVersion"] in SUPPORTED_VERSIONS
-        assert doc["ips"] == [{"address": "192.168.12.99/24"}]
+        assert doc == _minimal_result().to_dict(doc["cniVersion"])
 
 
 @FAST

@@ -9,15 +9,19 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
 
 import pytest
 
 from egress_router_cni import protocol
+from egress_router_cni.cmdargs import CmdArgs, Handler
 from egress_router_cni.config import MAX_CONFIG_BYTES, SUPPORTED_VERSIONS, parse_netconf
 from egress_router_cni.errors import CniError, ErrorCode, NatError, NotAvailable, UnknownContainer
-from egress_router_cni.protocol import CmdArgs
+from egress_router_cni.result import Interface, IPConfig, Result
+from egress_router_cni.versions import VERSION_JSON
 
+ROOT = Path(__file__).resolve().parents[2]
 NETNS = "/var/run/netns/cni-1234"
 CONTAINER_ID = "3f2a9c0e1b7d"
 
@@ -52,12 +56,11 @@ def env(command: str, **overrides: Optional[str]) -> Dict[str, str]:
     return base
 
 
-def add_result(args: CmdArgs) -> Dict[str, Any]:
-    return {
-        "cniVersion": args.cni_version,
-        "interfaces": [{"name": args.ifname, "sandbox": args.netns}],
-        "ips": [{"address": "192.168.12.99/24", "gateway": "192.168.12.1", "interface": 0}],
-    }
+def add_result(args: CmdArgs) -> Result:
+    return Result(
+        interfaces=[Interface(name=args.ifname, sandbox=args.netns)],
+        ips=[IPConfig(address="192.168.12.99/24", gateway="192.168.12.1", interface=0)],
+    )
 
 
 @dataclass
@@ -67,13 +70,13 @@ class Recorder:
     calls: List[CmdArgs] = field(default_factory=list)
     raises: Optional[BaseException] = None
 
-    def handler(self, args: CmdArgs) -> Optional[Dict[str, Any]]:
+    def handler(self, args: CmdArgs) -> Optional[Result]:
         self.calls.append(args)
         if self.raises is not None:
             raise self.raises
         return add_result(args) if args.command == "ADD" else None
 
-    def handlers(self) -> Dict[str, Callable[[CmdArgs], Optional[Dict[str, Any]]]]:
+    def handlers(self) -> Dict[str, Handler]:
         return {c: self.handler for c in ("ADD", "DEL", "CHECK", "GC", "STATUS")}
 
 
@@ -334,11 +337,15 @@ def test_protocol_stdin_read_error_is_code_5() -> None:
 
 
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
-def test_protocol_add_prints_the_handler_result(version: str) -> None:
+def test_protocol_add_prints_the_handler_result_in_the_config_version(version: str) -> None:
     outcome = invoke(env("ADD"), config(version))
     assert outcome.rc == 0
     assert outcome.doc["cniVersion"] == version
-    assert outcome.doc["interfaces"] == [{"name": "net1", "sandbox": NETNS}]
+    if version in ("0.1.0", "0.2.0"):
+        assert outcome.doc["ip4"] == {"ip": "192.168.12.99/24", "gateway": "192.168.12.1"}
+    else:
+        assert outcome.doc["interfaces"] == [{"name": "net1", "sandbox": NETNS}]
+        assert outcome.doc["ips"][0]["address"] == "192.168.12.99/24"
 
 
 @pytest.mark.parametrize("command", ["DEL", "CHECK"])
@@ -405,7 +412,7 @@ def test_protocol_unexpected_exception_traceback_goes_only_to_stderr() -> None:
 
 
 def test_protocol_unserialisable_handler_output_is_one_error_document() -> None:
-    outcome = invoke(env("ADD"), handlers={"ADD": lambda args: {"cniVersion": "1.0.0", "bad": object()}})
+    outcome = invoke(env("ADD"), handlers={"ADD": lambda args: Result(dns={"bad": object()})})
     assert_error(outcome, ErrorCode.INTERNAL)
 
 
@@ -469,7 +476,7 @@ def test_protocol_100_000_destinations_are_refused_quickly() -> None:
     data = json.dumps(stdin, separators=(",", ":")).encode()
     assert len(data) <= MAX_CONFIG_BYTES  # so it is the destination cap, not the size cap, that refuses it
 
-    def parse_then_add(args: CmdArgs) -> Dict[str, Any]:
+    def parse_then_add(args: CmdArgs) -> Result:
         parse_netconf(args.config)
         return add_result(args)
 
@@ -500,20 +507,35 @@ def test_protocol_container_id_with_trailing_newline_is_code_4() -> None:
     assert_error(invoke(env("ADD", CNI_CONTAINERID="abc\n")), ErrorCode.INVALID_ENVIRONMENT)
 
 
-def test_version_fast_path_prints_the_same_document_as_the_protocol_layer() -> None:
-    """__main__ answers VERSION from versions.VERSION_JSON without importing the protocol layer."""
+def test_version_through_the_entry_point_loads_no_command_code() -> None:
+    """VERSION is answered by protocol.run alone: no config, error, netlink or typing module is imported."""
     import subprocess
     import sys
 
-    from egress_router_cni.protocol import version_info
-
+    probe = (
+        f"import os, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "os._exit = lambda status: (print(sorted(m for m in sys.modules if m.startswith(('egress', 'typing'))),"
+        " file=sys.stderr), sys.exit(status))\n"
+        "from egress_router_cni.__main__ import main\n"
+        "main()\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from egress_router_cni.__main__ import main; main()"],
+        [sys.executable, "-I", "-S", "-c", probe],  # -S: no site, so nothing but our imports loads typing
         env={"CNI_COMMAND": "VERSION", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == version_info()
-    assert proc.stdout.count("\n") == 1
+    assert proc.stdout == VERSION_JSON + "\n"
+    assert json.loads(proc.stdout)["supportedVersions"] == list(SUPPORTED_VERSIONS)
+    loaded = proc.stderr.strip()
+    assert loaded == str(
+        [
+            "egress_router_cni",
+            "egress_router_cni.__main__",
+            "egress_router_cni.plugin",
+            "egress_router_cni.protocol",
+            "egress_router_cni.versions",
+        ]
+    ), loaded

@@ -9,7 +9,7 @@ import pytest
 
 from egress_router_cni.config import SUPPORTED_VERSIONS
 from egress_router_cni.errors import CniError, ErrorCode
-from egress_router_cni.result import Interface, IPConfig, Result, Route, parse_result
+from egress_router_cni.result import Interface, IPConfig, Result, Route, chained_result, parse_result
 
 NETNS = "/var/run/netns/cni-1234"
 MAC = "0a:58:c0:a8:0c:63"
@@ -239,3 +239,40 @@ def test_parse_result_bad_gateway_is_a_decoding_failure(version: str) -> None:
     with pytest.raises(CniError) as exc:
         parse_result(doc, version)
     assert exc.value.code == ErrorCode.DECODING_FAILURE
+
+
+# --- chained_result: prevResult of ADD, checked before any change (issue 13) -----------------------
+
+
+def test_chained_result_refuses_a_sandbox_that_is_not_the_pod() -> None:
+    prev = {"interfaces": [{"name": "eth0", "sandbox": "/tmp/fifo"}], "ips": [{"address": "10.1.0.5/16"}]}
+    with pytest.raises(CniError) as exc:
+        chained_result(prev, "1.0.0", NETNS)
+    assert exc.value.code == ErrorCode.INVALID_CONFIG
+    assert "/tmp/fifo" in str(exc.value) and NETNS in str(exc.value)
+
+
+def test_chained_result_keeps_a_previous_plugin_in_the_same_pod() -> None:
+    prev = {"interfaces": [{"name": "eth0", "sandbox": NETNS}], "ips": [{"address": "10.1.0.5/16", "interface": 0}]}
+    result = chained_result(prev, "1.0.0", NETNS)
+    assert result is not None and result.interfaces == [Interface(name="eth0", sandbox=NETNS)]
+
+
+@pytest.mark.parametrize("index", [1, -1])
+def test_chained_result_refuses_an_interface_index_outside_its_list(index: int) -> None:
+    prev = {"interfaces": [{"name": "eth0"}], "ips": [{"address": "10.1.0.5/16", "interface": index}]}
+    with pytest.raises(CniError) as exc:
+        chained_result(prev, "1.0.0", NETNS)
+    assert exc.value.code == ErrorCode.INVALID_CONFIG
+
+
+def test_chained_result_infinite_interface_index_is_a_decoding_failure() -> None:
+    prev = json.loads('{"ips": [{"address": "10.1.0.5/16", "interface": 1e999}]}')
+    with pytest.raises(CniError) as exc:
+        chained_result(prev, "1.0.0", NETNS)
+    assert exc.value.code == ErrorCode.DECODING_FAILURE
+
+
+@pytest.mark.parametrize("version", LEGACY)
+def test_chained_result_is_ignored_before_chains_existed(version: str) -> None:
+    assert chained_result({"ip4": {"ip": "bogus"}}, version, NETNS) is None

@@ -6,8 +6,8 @@ import base64
 import json
 from pathlib import Path
 
-from egress_router_cni.link import owner_id
 from egress_router_cni.router_view import find_cached, find_in_log, log_lines_for
+from egress_router_cni.state import owner_id
 
 CID = "3f2a9c" + "0" * 58
 

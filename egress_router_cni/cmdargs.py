@@ -1,0 +1,32 @@
+"""What a CNI command handler receives and returns (Go's skel.CmdArgs and the handler type).
+
+A leaf module: the protocol layer, which builds CmdArgs, and the commands,
+which consume them, both import it, and it imports neither.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional
+
+if TYPE_CHECKING:
+    from .result import Result
+
+
+# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class CmdArgs(NamedTuple):
+    """One invocation, decoded: the Go skel.CmdArgs plus the parsed config object."""
+
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: Dict[str, str]
+    path: str
+    config: Dict[str, Any]
+    cni_version: str
+    stdin_data: bytes = b""
+
+
+# A command: the decoded invocation in, a Result (ADD) or None out; failures are
+# raised as CniError. The protocol layer prints the Result in args.cni_version.
+Handler = Callable[[CmdArgs], Optional["Result"]]
