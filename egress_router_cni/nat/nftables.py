@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Union
 from ..errors import NatError, NotAvailable
 from ..netlink import NetlinkError, Socket
 from ..state import Backend
-from . import nftables_netlink as nfnl
+from .nftables_netlink import Batch, decode_rule, dump_rules, get_table, message, nft_type, table_note
 from .nftables_text import FAMILIES, TABLE, rule_text
 from .rules import Rule
 
@@ -63,7 +63,7 @@ def _request(data: bytes, seq: int, last: Optional[int] = None, dump: bool = Fal
 
 def _batch(fill: Any) -> None:
     """Send one batch built by fill(batch); raise NatError with the kernel's reason if it is refused."""
-    batch = nfnl.Batch(1)
+    batch = Batch(1)
     fill(batch)
     data, last = batch.close()
     try:
@@ -75,7 +75,7 @@ def _batch(fill: Any) -> None:
 def _table(family: int) -> Optional[bytes]:
     """Our table's NEWTABLE message in this family, or None when there is none."""
     try:
-        replies = _request(nfnl.get_table(1, family), 1)
+        replies = _request(get_table(1, family), 1)
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
@@ -97,7 +97,7 @@ class NftablesBackend:
         """The note stored with the rules at install time (the table comment), if any."""
         for family in families:
             table = _table(family)
-            note = nfnl.table_note(table) if table is not None else None
+            note = table_note(table) if table is not None else None
             if note is not None:
                 return note
         return None
@@ -120,10 +120,10 @@ class NftablesBackend:
                 continue
             any_table = True
             try:
-                replies = _request(nfnl.dump_rules(1, family), 1, dump=True)
+                replies = _request(dump_rules(1, family), 1, dump=True)
             except NetlinkError as e:
                 raise NatError("failed to read the nftables rules", str(e)) from e
-            found.extend(nfnl.decode_rule(family, msg) for msg in replies)
+            found.extend(decode_rule(family, msg) for msg in replies)
         return found if any_table else None
 
     def available(self) -> None:
@@ -134,7 +134,7 @@ class NftablesBackend:
 def _generation() -> None:
     """Ask nf_tables for its ruleset generation: read-only, and it fails where nf_tables is missing."""
     try:
-        _request(nfnl.message(nfnl.nft_type(NFT_MSG_GETGEN), 1 | 0x4, 1, 0, b""), 1)
+        _request(message(nft_type(NFT_MSG_GETGEN), 1 | 0x4, 1, 0, b""), 1)
     except NetlinkError as e:
         raise NotAvailable("nftables is not available", f"the kernel refused nf_tables requests: {e}") from e
 
