@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
@@ -17,7 +17,7 @@ from .netlink import (
     Netlink,
     NetlinkError,
 )
-from .state import RouterState, decode_alias
+from .state import PREFIX, RouterState, decode_alias
 
 TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1
@@ -85,11 +85,17 @@ def list_links(nl: Netlink) -> List[LinkInfo]:
     return [_info(m) for m in nl.dump(RTM_GETLINK, nl.message(RTM_NEWLINK, {"index": 0}))]
 
 
-def find_owned_links(nl: Netlink, owner: str) -> List[LinkInfo]:
-    """Links of this attachment: alias names our owner id, or a temporary name left by a crash."""
+def find_owned_links(nl: Netlink, owner: str, note: Optional[Callable[[str], None]] = None) -> List[LinkInfo]:
+    """Links of this attachment: alias names our owner id, or a temporary name left by a crash.
+
+    A record that does not decode (a pod with NET_ADMIN can write any alias) is
+    not ours: the link is left alone, and NOTE, when given, hears about it.
+    """
     found = []
     for link in list_links(nl):
         state = link.state()
+        if state is None and note is not None and link.alias.startswith(PREFIX):
+            note(f"interface {link.name!r} carries a malformed egress-router record: not ours, left alone")
         if (state is not None and state.owner == owner) or (
             is_temp_name(link.name) and link.kind == "macvlan" and not link.alias
         ):
@@ -185,6 +191,14 @@ def set_up(pod: Netlink, link: LinkInfo) -> None:
         pod.request(RTM_NEWLINK, msg)
     except NetlinkError as e:
         raise LinkError(f"failed to bring {link.name!r} up", str(e)) from e
+
+
+def set_down(pod: Netlink, link: LinkInfo) -> None:
+    msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": 0, "change": IFF_UP})
+    try:
+        pod.request(RTM_NEWLINK, msg)
+    except NetlinkError as e:
+        raise LinkError(f"failed to bring {link.name!r} down", str(e)) from e
 
 
 def delete_link(nl: Netlink, index: int) -> bool:

@@ -51,17 +51,27 @@ class NetNS:
 
     def open(self) -> NetNS:
         try:
-            # O_RDONLY without O_CREAT: a missing path is an error, never a new namespace.
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_PATH first: it neither opens a device nor blocks on a FIFO, and
+            # without O_CREAT a missing path is an error, never a new namespace.
+            path_fd = os.open(self.path, os.O_PATH | os.O_CLOEXEC)
         except FileNotFoundError:
             raise UnknownContainer(
                 "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
             ) from None
         except OSError as e:
             raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
-        self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(self.fd)
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode)) or not _is_netns(self.fd):
+        try:
+            self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(path_fd)
+            # Namespace files live on nsfs, one device for all of them: anything else is never opened for real.
+            if not stat.S_ISREG(st.st_mode) or st.st_dev != os.fstat(self.home_fd).st_dev:
+                self.close()
+                raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
+            # Reopening the O_PATH descriptor reaches the very inode just checked.
+            self.fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        finally:
+            os.close(path_fd)
+        if not _is_netns(self.fd):
             self.close()
             raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
         if identity(self.fd) == identity(self.home_fd):

@@ -152,6 +152,7 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     with ns:
         ns.enter()
         with Netlink() as pod:
-            backends = _backends_for_del(conf.nat_backend if conf else "auto", find_owned_links(pod, owner), log)
+            owned = find_owned_links(pod, owner, log.debug)
+            backends = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
             teardown(pod, backends, owner, log)
     log.verbose("CNI DEL done")

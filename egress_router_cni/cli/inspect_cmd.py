@@ -40,37 +40,46 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
             return verify(pod, backend, conf, ifname, container, None, rules)
 
 
+def _escaped(text: str) -> str:
+    """TEXT with control characters as \\xNN: interface names, aliases and log lines come from the pod."""
+    return "".join(c if 0x20 <= ord(c) != 0x7F and not 0x80 <= ord(c) <= 0x9F else f"\\x{ord(c):02x}" for c in text)
+
+
+def _echo(text: str) -> None:
+    click.echo(_escaped(text))
+
+
 def _print_text(view: Any) -> None:
-    click.echo(f"Router network namespace: {view.netns}")
+    _echo(f"Router network namespace: {view.netns}")
     if not view.interfaces:
-        click.echo("  no egress-router interface found")
+        _echo("  no egress-router interface found")
     for i in view.interfaces:
-        click.echo(
+        _echo(
             f"Interface {i['name']}: {i['type']} mode {i['mode']} on master {i['master']}, mac {i['mac']}, "
             f"mtu {i['mtu']}, {i['state']}"
         )
-        click.echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
-    click.echo("Routes (ip route):")
+        _echo(f"  addresses: {', '.join(i['addresses']) or '(none)'}")
+    _echo("Routes (ip route):")
     for r in view.routes:
-        click.echo(f"  {r}")
+        _echo(f"  {r}")
     if view.saved_routes:
-        click.echo("Pod's original default routes (restored on DEL):")
+        _echo("Pod's original default routes (restored on DEL):")
         for r in view.saved_routes:
-            click.echo(f"  {r}")
-    click.echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
+            _echo(f"  {r}")
+    _echo("Forwarding: " + ", ".join(f"{k}={v}" for k, v in view.forwarding.items()))
     if not view.nat:
-        click.echo("NAT rules: none")
+        _echo("NAT rules: none")
     for backend, rules in view.nat.items():
-        click.echo(f"NAT rules ({backend}):")
+        _echo(f"NAT rules ({backend}):")
         for r in rules:
-            click.echo(f"  {r}")
+            _echo(f"  {r}")
     if view.problems is not None:
-        click.echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
+        _echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
         for p in view.problems:
-            click.echo(f"  - {p}")
-    click.echo("Log:" if view.log_lines else "Log: no lines for this router")
+            _echo(f"  - {p}")
+    _echo("Log:" if view.log_lines else "Log: no lines for this router")
     for line in view.log_lines:
-        click.echo(f"  {line}")
+        _echo(f"  {line}")
 
 
 @click.command()

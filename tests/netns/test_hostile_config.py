@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator
 
 import pytest
 
+from egress_router_cni.state import owner_id
 from tests import oracle
 from tests.cni import IFNAME, Outcome, Plugin, plugin_command, router_config, with_ip, with_prev_result
 from tests.netns.test_bad_input import assert_cni_error
-from tests.topology import Pod, Topology
+from tests.topology import RESERVED_IP, Pod, Topology, ip, parse_reply
 
 pytestmark = pytest.mark.netns
 
@@ -237,3 +239,131 @@ def test_add_result_at_0_2_0_ignores_a_prev_result(pod: Pod, plugin: Plugin, log
     assert outcome.document()["ip4"]["ip"] == "192.168.12.99/24"
     assert "198.51.100.7" not in outcome.stdout
     assert plugin.delete(conf, pod.path).returncode == 0
+
+
+# --- finding 7 (the reader side) and 8: pod-side state read defensively --------------------------
+
+
+def test_malformed_ownership_record_is_not_ours_and_del_completes(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path
+) -> None:
+    """A pod with NET_ADMIN wrote our owner id with a bad forwarding map on lo: once every DEL failed (999)."""
+    record = json.dumps({"owner": owner_id(plugin.container_id), "forwarding": {"x": "1"}}, separators=(",", ":"))
+    ip(pod.ns, "link", "set", "lo", "alias", f"egress-router {record}")
+    before = oracle.snapshot(pod.ns)
+    conf = router_config("1.0.0", str(log_file))
+    assert plugin.add(conf, pod.path).returncode == 0
+    outcome = plugin.delete(conf, pod.path)
+    assert outcome.returncode == 0 and outcome.stdout == "", outcome.describe()
+    assert not oracle.snapshot_diff(before, oracle.snapshot(pod.ns)), "DEL did not restore the pod"
+    assert "interface 'lo' carries a malformed egress-router record: not ours" in log_file.read_text()
+
+
+def run_inspect(topology: Topology, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    argv = ["ip", "netns", "exec", topology.node, *plugin_command(), "inspect", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_inspect_escapes_control_characters_from_the_pod(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path
+) -> None:
+    conf = router_config("1.0.0", str(log_file))
+    assert plugin.add(conf, pod.path).returncode == 0
+    try:
+        hostile = "n\x1b[2J\x07x"  # clear screen, bell: a pod with NET_ADMIN may name its link so
+        ip(pod.ns, "link", "set", IFNAME, "down")
+        ip(pod.ns, "link", "set", IFNAME, "name", hostile)
+        proc = run_inspect(topology, "--netns", pod.path, "--log-file", str(log_file))
+        assert proc.returncode == 0, proc.stderr
+        assert "Interface n\\x1b[2J\\x07x:" in proc.stdout
+        assert not any(c in proc.stdout for c in "\x1b\x07"), proc.stdout
+    finally:
+        assert plugin.delete(conf, pod.path).returncode == 0
+    assert oracle.link(pod.ns, hostile) is None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "regular"])
+def test_only_namespace_files_are_opened(
+    kind: str, topology: Topology, pod: Pod, plugin: Plugin, log_dir: Path, log_file: Path
+) -> None:
+    """A forged sandbox or CNI_NETNS naming a FIFO once hung inspect; a device would be opened as root."""
+    path = {"fifo": log_dir / "fifo", "device": Path("/dev/null"), "regular": log_dir / "file"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "regular":
+        path.write_text("")
+    proc = run_inspect(topology, "--netns", str(path), "--log-file", str(log_file))
+    assert proc.returncode == 1 and "not a network namespace" in proc.stderr, proc.stderr
+    outcome = plugin.run("ADD", router_config("1.0.0", str(log_file)), str(path))
+    assert_cni_error(outcome, 3)
+    assert "not a network namespace" in outcome.stdout
+
+
+# --- finding 4: an address someone already uses ------------------------------------------------------
+
+TAKEN_IP = "192.168.12.50"
+
+
+@pytest.fixture
+def taken_address(topology: Topology) -> Iterator[str]:
+    """A LAN host (the lan namespace) already holds TAKEN_IP; yields that host's MAC."""
+    ip(topology.lan, "addr", "add", f"{TAKEN_IP}/24", "dev", "lan-node")
+    try:
+        lan_node = oracle.link(topology.lan, "lan-node")
+        assert lan_node is not None
+        yield str(lan_node["address"])
+    finally:
+        ip(topology.lan, "addr", "del", f"{TAKEN_IP}/24", "dev", "lan-node")
+
+
+def acd_config(log_file: Path, address: str, **changes: object) -> Dict[str, object]:
+    conf = with_ip(router_config("1.0.0", str(log_file), **changes), addresses=[f"{address}/24"])
+    return conf
+
+
+def test_a_taken_address_is_refused_and_the_pod_left_as_it_was(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    pod_before, node_before = oracle.snapshot(pod.ns), oracle.snapshot(topology.node)
+    outcome = plugin.add(acd_config(log_file, TAKEN_IP, addressConflictDetection=True), pod.path)
+    assert_cni_error(outcome, 101)
+    details = outcome.document()["details"]
+    assert TAKEN_IP in details and taken_address in details, outcome.describe()
+    assert not oracle.snapshot_diff(pod_before, oracle.snapshot(pod.ns)), "the pod changed"
+    assert not oracle.snapshot_diff(node_before, oracle.snapshot(topology.node)), "the node changed"
+
+
+def test_without_detection_a_taken_address_is_not_noticed(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    """Default off (ADD latency): the README's warning stands; the node policy can turn it on."""
+    conf = acd_config(log_file, TAKEN_IP)
+    assert plugin.add(conf, pod.path).returncode == 0
+    assert plugin.delete(conf, pod.path).returncode == 0
+
+
+def test_the_node_policy_turns_detection_on(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"addressConflictDetection": true}')
+    outcome = plugin.run("ADD", acd_config(log_file, TAKEN_IP), pod.path, env={"EGRESS_ROUTER_POLICY": str(policy)})
+    assert_cni_error(outcome, 101)
+
+
+def test_a_free_address_passes_the_probe_and_traffic_flows(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    conf = acd_config(log_file, RESERVED_IP, addressConflictDetection=True, addressConflictDetectionWindowMs=300)
+    outcome = plugin.add(conf, pod.path)
+    assert outcome.returncode == 0, outcome.describe()
+    try:
+        assert f"Probed {RESERVED_IP} on net1 for 300 ms: free" in log_file.read_text()
+        reply = parse_reply(topology.request("tcp", 8080))
+        assert (reply["peer_ip"], reply["local"]) == (RESERVED_IP, "203.0.113.26:80"), reply
+        # Taken down for the probe and up again: the kernel still announced the address (arp_notify).
+        neighbours = oracle.ip_json(topology.lan, "neigh", "show", RESERVED_IP)
+        assert neighbours and neighbours[0]["lladdr"] == oracle.link(pod.ns, IFNAME)["address"]  # type: ignore[index]
+    finally:
+        assert plugin.delete(conf, pod.path).returncode == 0
