@@ -146,6 +146,17 @@ def _configure(
 
     step("link-sysctls", link_sysctls)
 
+    probed = [a.ip for a in conf.addresses if a.version == 4]
+    if probed and node_policy().conflict_detection(conf):
+
+        def conflict_probe() -> None:
+            from .arp_probe import probe_new_link  # AF_PACKET code only when asked for
+
+            probe_new_link(pod, link, probed, conf.conflict_window_ms)
+            log.debug(f"Probed {', '.join(map(str, probed))} on {ifname} for {conf.conflict_window_ms} ms: free")
+
+        step("conflict-probe", conflict_probe)
+
     def addresses() -> None:
         for address in conf.addresses:
             add_address(pod, link.index, address)

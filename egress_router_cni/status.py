@@ -34,11 +34,11 @@ def cmd_status(args: CmdArgs) -> None:
             master_of(host, conf)
     except InvalidConfig as e:
         raise NotAvailable("egress router cannot be set up on this node", str(e)) from None
-    from .nat.nftables import NOT_FOUND, nftables_present
+    from .nat.nftables import nftables_present
 
     # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
     if conf.nat_backend == "nftables" and not nftables_present():
-        raise NotAvailable("nftables is not available", NOT_FOUND)
+        raise NotAvailable("nftables is not available", "the kernel does not answer nf_tables requests")
     if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
         from .nat.iptables import load_iptc
 
@@ -49,4 +49,4 @@ def cmd_status(args: CmdArgs) -> None:
                 raise
             from .nat import no_backend
 
-            raise no_backend(NOT_FOUND, e.details) from None
+            raise no_backend("the kernel does not answer nf_tables requests", e.details) from None

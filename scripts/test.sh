@@ -3,7 +3,9 @@
 #
 #   scripts/test.sh                  everything: ruff, mypy, pytest (unit, netns, real runtimes),
 #                                    the fuzzer for 60 s, the e2e suite against the frozen build, and
-#                                    the portable (glibc 2.31) build with its checks (ERT_SKIP_PORTABLE=1 skips it)
+#                                    the portable (glibc 2.31) build with its checks (ERT_SKIP_PORTABLE=1 skips it),
+#                                    and all but the portable build again in a pristine Debian 13
+#                                    root filesystem (scripts/test-distro.sh; ERT_SKIP_DISTRO=1 skips it)
 #   scripts/test.sh [PYTEST_ARGS...] only pytest with these arguments, e.g. scripts/test.sh -k e2e -x
 #
 # As root on a fresh Debian 12 / Ubuntu machine it installs iproute2, nftables
@@ -72,6 +74,12 @@ else
             elif [ "$rc" -ne 0 ]; then
                 failed+=(portable)
             fi
+        fi
+        # All of the above but the portable build, under Debian 13's Python 3.13, iptables 1.8.11,
+        # podman 5 and containerd, in a pristine Debian 13 root filesystem (ERT_SKIP_DISTRO=1 skips
+        # it; no Debian mirror is a printed skip). See scripts/test-distro.sh.
+        if [ "${ERT_SKIP_DISTRO:-0}" != 1 ]; then
+            step debian13 bash "$ERT_ROOT/scripts/test-distro.sh" trixie
         fi
     fi
 fi

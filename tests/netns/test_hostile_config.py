@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator
 
 import pytest
 
@@ -22,7 +22,7 @@ from egress_router_cni.state import owner_id
 from tests import oracle
 from tests.cni import IFNAME, Outcome, Plugin, plugin_command, router_config, with_ip, with_prev_result
 from tests.netns.test_bad_input import assert_cni_error
-from tests.topology import Pod, Topology, ip
+from tests.topology import RESERVED_IP, Pod, Topology, ip, parse_reply
 
 pytestmark = pytest.mark.netns
 
@@ -298,3 +298,72 @@ def test_only_namespace_files_are_opened(
     outcome = plugin.run("ADD", router_config("1.0.0", str(log_file)), str(path))
     assert_cni_error(outcome, 3)
     assert "not a network namespace" in outcome.stdout
+
+
+# --- finding 4: an address someone already uses ------------------------------------------------------
+
+TAKEN_IP = "192.168.12.50"
+
+
+@pytest.fixture
+def taken_address(topology: Topology) -> Iterator[str]:
+    """A LAN host (the lan namespace) already holds TAKEN_IP; yields that host's MAC."""
+    ip(topology.lan, "addr", "add", f"{TAKEN_IP}/24", "dev", "lan-node")
+    try:
+        lan_node = oracle.link(topology.lan, "lan-node")
+        assert lan_node is not None
+        yield str(lan_node["address"])
+    finally:
+        ip(topology.lan, "addr", "del", f"{TAKEN_IP}/24", "dev", "lan-node")
+
+
+def acd_config(log_file: Path, address: str, **changes: object) -> Dict[str, object]:
+    conf = with_ip(router_config("1.0.0", str(log_file), **changes), addresses=[f"{address}/24"])
+    return conf
+
+
+def test_a_taken_address_is_refused_and_the_pod_left_as_it_was(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    pod_before, node_before = oracle.snapshot(pod.ns), oracle.snapshot(topology.node)
+    outcome = plugin.add(acd_config(log_file, TAKEN_IP, addressConflictDetection=True), pod.path)
+    assert_cni_error(outcome, 101)
+    details = outcome.document()["details"]
+    assert TAKEN_IP in details and taken_address in details, outcome.describe()
+    assert not oracle.snapshot_diff(pod_before, oracle.snapshot(pod.ns)), "the pod changed"
+    assert not oracle.snapshot_diff(node_before, oracle.snapshot(topology.node)), "the node changed"
+
+
+def test_without_detection_a_taken_address_is_not_noticed(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    """Default off (ADD latency): the README's warning stands; the node policy can turn it on."""
+    conf = acd_config(log_file, TAKEN_IP)
+    assert plugin.add(conf, pod.path).returncode == 0
+    assert plugin.delete(conf, pod.path).returncode == 0
+
+
+def test_the_node_policy_turns_detection_on(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"addressConflictDetection": true}')
+    outcome = plugin.run("ADD", acd_config(log_file, TAKEN_IP), pod.path, env={"EGRESS_ROUTER_POLICY": str(policy)})
+    assert_cni_error(outcome, 101)
+
+
+def test_a_free_address_passes_the_probe_and_traffic_flows(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    conf = acd_config(log_file, RESERVED_IP, addressConflictDetection=True, addressConflictDetectionWindowMs=300)
+    outcome = plugin.add(conf, pod.path)
+    assert outcome.returncode == 0, outcome.describe()
+    try:
+        assert f"Probed {RESERVED_IP} on net1 for 300 ms: free" in log_file.read_text()
+        reply = parse_reply(topology.request("tcp", 8080))
+        assert (reply["peer_ip"], reply["local"]) == (RESERVED_IP, "203.0.113.26:80"), reply
+        # Taken down for the probe and up again: the kernel still announced the address (arp_notify).
+        neighbours = oracle.ip_json(topology.lan, "neigh", "show", RESERVED_IP)
+        assert neighbours and neighbours[0]["lladdr"] == oracle.link(pod.ns, IFNAME)["address"]  # type: ignore[index]
+    finally:
+        assert plugin.delete(conf, pod.path).returncode == 0

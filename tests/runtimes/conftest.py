@@ -114,24 +114,25 @@ def podman_without_cni() -> Optional[str]:
     if found is None or int(found.group(1)) < 5:
         return None
     version = found.group(0)
-    # Ask podman itself, in throwaway storage: only a build without CNI gives this answer.
+    # Ask podman itself, in throwaway storage (vfs: no mounts; a private mount namespace anyway):
+    # only a build without CNI gives this answer.
     with tempfile.TemporaryDirectory(prefix="ert-podman-probe-") as tmp:
         conf = Path(tmp) / "containers.conf"
         conf.write_text(f'[network]\nnetwork_backend = "cni"\n[engine]\ntmp_dir = "{tmp}/libpod"\n')
-        env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+        isolated = ["unshare", "--mount", "--propagation", "private", "--"]
+        storage = ["--storage-driver", "vfs", "--root", f"{tmp}/root", "--runroot", f"{tmp}/run"]
         probe = subprocess.run(
-            ["podman", "--root", f"{tmp}/root", "--runroot", f"{tmp}/run", "network", "ls"],
+            [*isolated, "podman", *storage, "network", "ls"],
             capture_output=True,
             text=True,
-            env=env,
+            env={**os.environ, "CONTAINERS_CONF": str(conf)},
             timeout=120,
         )
-    message = (probe.stderr or probe.stdout).strip().splitlines()
-    said = message[-1] if message else ""
-    if probe.returncode != 0 and "cni support is not enabled" in said.lower():
+    said = next((line for line in probe.stderr.splitlines() if "cni support is not enabled" in line.lower()), "")
+    if probe.returncode != 0 and said:
         return (
             f"podman {version} cannot run CNI plugins: this distribution builds podman >= 5 with netavark only "
-            f"(podman says: {said!r}); podman 4 is the CNI client tested where it exists"
+            f"(podman says: {said.strip()!r}); podman 4 is the CNI client tested where it exists"
         )
     return None
 
