@@ -88,7 +88,7 @@ print("  " + json.dumps(doc, indent=2).replace("\n", "\n  "))
 if "code" in doc:
     details = doc["details"]
     assert doc["code"] == 50 and doc["msg"].startswith("no NAT backend is available"), doc
-    for needle in ("nftables:", "apt-get install nftables", "iptables:", "pip install python-iptables",
+    for needle in ("nftables:", "iptables:", "pip install python-iptables",
                    "apt-get install iptables"):
         assert needle in details, f"the error does not say {needle!r}"
     print("  -> one error naming both backends and what to install for each")

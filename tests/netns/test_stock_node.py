@@ -7,9 +7,10 @@ with only the plugin and its required dependencies on the path, in a private
 mount namespace where libnftables.so.1 and the nft tool are /dev/null. The
 node's network namespace and the pod are the usual test topology.
 
-With `natBackend: auto`, ADD either sets up NAT anyway, or fails with one
-error naming both backends and what to install for each; the pod is then
-left exactly as it was.
+With `natBackend: auto`, ADD either sets up NAT anyway (the nftables backend
+speaks nfnetlink itself: it needs neither), or fails with one error naming
+both backends and what to install for each, leaving the pod exactly as it was
+(tests/unit/test_nat_selection.py pins that error for a kernel without nf_tables).
 """
 
 from __future__ import annotations
