@@ -17,7 +17,8 @@
 #
 # On a fresh Debian 12 machine run as root, it installs only what is missing:
 # python3-venv, libpython3.X (PyInstaller needs the shared libpython), binutils
-# (strip), libnftables1 (bundled; EGRESS_ROUTER_BUNDLE_NFT=0 to leave it to the node).
+# (strip), libxtables12 for the iptables backend (bundled; EGRESS_ROUTER_BUNDLE_NFT=0 to leave
+# it to the node). nftables needs no library: the plugin speaks nfnetlink itself.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,8 +84,9 @@ EOF
 }
 has_libpython || need_pkg "libpython$PYVER"
 command -v strip >/dev/null || need_pkg binutils
-if [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] && ! ldconfig -p 2>/dev/null | grep -q 'libnftables\.so\.1 '; then
-    need_pkg libnftables1
+if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] \
+    && ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 '; then
+    need_pkg libxtables12
 fi
 if [ "$WITH_IPTABLES" = 1 ]; then
     # Its C helper (libxtwrapper) needs only a compiler; the xtables libraries come from the node.
@@ -95,7 +97,7 @@ fi
 deps_present() {
     WITH_IPTABLES=$WITH_IPTABLES "$1" - "$REPO" <<'EOF'
 import importlib.metadata, os, sys
-import PyInstaller, pyroute2.netlink, click, structlog  # noqa: F401
+import PyInstaller, click, structlog  # noqa: F401
 if os.environ.get("WITH_IPTABLES") == "1":
     import importlib.util
     if importlib.util.find_spec("iptc") is None:
@@ -167,7 +169,7 @@ echo
 echo "built (smoke-tested: VERSION, 'version', error JSON, bundle self-test):"
 echo "  onedir   $ONEDIR/egress-router   $(size_of "$ONEDIR") in $(find "$ONEDIR" -type f | wc -l) files"
 echo "  onefile  $ONEFILE   $(size_of "$ONEFILE")"
-echo "  libnftables bundled: $(field libnftables)    iptables backend: $(field iptables_backend)"
+echo "  iptables backend: $(field iptables_backend)"
 if [ "$WITH_IPTABLES" = 1 ] && [ "$(field iptables_backend)" != ok ]; then
     die "the iptables backend was asked for but does not load from the bundle (see above)"
 fi
