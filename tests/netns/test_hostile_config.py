@@ -30,24 +30,25 @@ DEFAULT_LOG = Path("/tmp/egress-router-log")
 VICTIM_BYTES = 11 * 1000 * 1000  # above the 10 MiB rotation threshold
 
 
-@pytest.fixture
-def outside_dir() -> Iterator[Path]:
-    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
-    path = Path(tempfile.mkdtemp(prefix="ert-victim-", dir="/var/tmp"))
+def temp_dir(prefix: str, parent: str) -> Iterator[Path]:
+    """A fresh directory under PARENT, removed afterwards whatever happened."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_dir() -> Iterator[Path]:
+    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
+    yield from temp_dir("ert-victim-", "/var/tmp")
 
 
 @pytest.fixture
 def log_dir() -> Iterator[Path]:
     """A directory the rules accept: /tmp/egress-router-*."""
-    path = Path(tempfile.mkdtemp(prefix="egress-router-test-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from temp_dir("egress-router-test-", "/tmp")
 
 
 def big_file(path: Path) -> None:
