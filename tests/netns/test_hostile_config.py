@@ -368,3 +368,23 @@ def test_a_free_address_passes_the_probe_and_traffic_flows(
         assert neighbours and neighbours[0]["lladdr"] == oracle.link(pod.ns, IFNAME)["address"]  # type: ignore[index]
     finally:
         assert plugin.delete(conf, pod.path).returncode == 0
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_a_failure_around_the_probe_leaves_the_pod_unchanged(
+    topology: Topology, pod: Pod, log_file: Path, phase: str
+) -> None:
+    """The probe is an ADD step like the others: the link it brought up and down goes with the rollback."""
+    from egress_router_cni import add
+    from tests.netns.test_reliability import InjectedFault, assert_same, cmd_args, full_snapshot, inside
+
+    conf = router_config("1.0.0", str(log_file), addressConflictDetection=True, addressConflictDetectionWindowMs=20)
+    before = full_snapshot(pod.ns)
+
+    def hook(at: str, name: str) -> None:
+        if (at, name) == (phase, "conflict-probe"):
+            raise InjectedFault(f"{phase} conflict-probe")
+
+    with inside(f"/run/netns/{topology.node}"), pytest.raises(InjectedFault):
+        add.cmd_add(cmd_args("ADD", conf, pod, uuid.uuid4().hex), hook=hook)
+    assert_same(before, full_snapshot(pod.ns), f"ADD failing {phase} the conflict probe")
