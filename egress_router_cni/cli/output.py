@@ -42,3 +42,8 @@ def report(level: str, event: str, **fields: Any) -> None:
     text += "".join(f" ({k}: {v})" for k, v in fields.items())
     text += f" (CNI error code {code})" if code is not None else ""
     click.echo(text, err=True)
+
+
+def escaped(text: str) -> str:
+    """TEXT with control characters as \\xNN: interface names, aliases, pod names and log lines come from pods."""
+    return "".join(c if 0x20 <= ord(c) != 0x7F and not 0x80 <= ord(c) <= 0x9F else f"\\x{ord(c):02x}" for c in text)

@@ -27,7 +27,7 @@ from ..k8s.render import (
 )
 from .output import report
 
-_YAML_INSTALL = "pip install 'egress-router-cni[k8s]'"
+_YAML_INSTALL = "pip install PyYAML"
 
 
 @click.command()
