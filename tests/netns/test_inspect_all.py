@@ -223,3 +223,20 @@ def test_all_escapes_control_characters(topology: Topology, pod: Pod, tmp_path: 
         assert "ns/evil\\x1b[2Jpod" in out.splitlines()[1]
     finally:
         plugin.delete(conf, pod.path)
+
+
+def test_del_with_an_unreadable_config_logs_where_add_logged(topology: Topology, pod: Pod, tmp_path: Path) -> None:
+    own_log = tmp_path / "egress-router-own.log"
+    plugin = Plugin(topology.node)
+    conf = router_config("1.0.0", str(own_log))
+    assert plugin.add(conf, pod.path).returncode == 0
+    broken = with_ip(conf, destinations=["8080 TCP 203.0.113.26 80 extra"])
+    deleted = plugin.delete(broken, pod.path)
+    assert deleted.returncode == 0, deleted.describe()
+    assert oracle.link(pod.ns, IFNAME) is None
+    lines = own_log.read_text().splitlines()
+    called = [i for i, line in enumerate(lines) if line.endswith("[debug] Called CNI DEL")]
+    assert called, lines
+    tail = lines[called[-1] :]
+    assert any("config is invalid" in line for line in tail), tail
+    assert tail[-1].endswith("[verbose] CNI DEL done"), tail
