@@ -49,6 +49,10 @@ def cmd_add(args: CmdArgs, hook: Optional[StepHook] = None) -> Result:
 def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook]) -> Result:
     log.debug("Called CNI ADD")
     log.debug(f"Container ID: {args.container_id} Netns: {args.netns} Interface: {args.ifname}")
+    pod_name = args.args.get("K8S_POD_NAME")
+    if pod_name:
+        # Lets `egress-router inspect --all` name the pod of each router on the node.
+        log.debug(f"Pod: {args.args.get('K8S_POD_NAMESPACE', '')}/{pod_name}")
     log.debug(f"Gateway: {', '.join(str(g) for g in conf.gateways)}")
     log.debug(f"IP Source Addresses: [{' '.join(str(a) for a in conf.addresses)}]")
     log.debug(f"IP Destinations: [{' '.join(d.describe() for d in conf.destinations)}]")
@@ -120,7 +124,10 @@ def _configure(
 
     ifname = args.ifname
     owner = owner_id(args.container_id)
-    state = RouterState(owner=owner, forwarding=forwarding, nat=backend.name)
+    # The log path actually used: inspect (and DEL) find this router's lines without being told.
+    state = RouterState(
+        owner=owner, forwarding=forwarding, nat=backend.name, log_file=log.path if log.fd is not None else None
+    )
     alias = encode_alias(state)
     link: LinkInfo = step("create-macvlan", lambda: create_macvlan(host, pod, master, ns.fd, conf.mode, conf.mtu))
     log.debug("Created macvlan interface")

@@ -16,10 +16,16 @@ from .route import default_routes
 from .state import FAMILIES
 
 
-def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
-    """The plugin log of this invocation (the default path when the config could not be read)."""
+def open_log(conf: Optional[NetConf], args: CmdArgs, recorded: Optional[str] = None) -> PluginLog:
+    """The plugin log of this invocation: the config's, else the one ADD recorded, else the default.
+
+    recorded is the path ADD recorded with the router (DEL without a readable config): it is
+    confined like a config's log_file.
+    """
     context = {"command": args.command, "container_id": args.container_id, "ifname": args.ifname}
     if conf is None:
+        if recorded:
+            return PluginLog(recorded, context=context, directories=node_policy().log_directories)
         return PluginLog(context=context)
     directories = node_policy().log_directories
     return PluginLog(conf.log_file, conf.log_level, conf.log_format, context, directories=directories)

@@ -42,4 +42,11 @@ def cmd_status(args: CmdArgs) -> None:
     if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
         from .nat.iptables import load_iptc
 
-        load_iptc()
+        try:
+            load_iptc()
+        except NotAvailable as e:
+            if conf.nat_backend == "iptables":
+                raise
+            from .nat import no_backend
+
+            raise no_backend("the kernel does not answer nf_tables requests", e.details) from None

@@ -134,8 +134,30 @@ def cmd_del(args: CmdArgs) -> None:
         # The runtime sends DEL after a failed ADD too, with the same (maybe
         # invalid) config: cleaning up must not depend on it.
         problem = str(e)
-    log = open_log(conf, args)
+    log = open_log(conf, args, None if conf is not None else _recorded_log(args))
     logged("DEL", log, lambda: _del(args, conf, log, problem))
+
+
+def _recorded_log(args: CmdArgs) -> Optional[str]:
+    """The log path ADD recorded with this container's router, if its link is still there.
+
+    Read only when the config is unreadable: DEL's lines then still land next to ADD's, where
+    `egress-router inspect` looks.
+    """
+    try:
+        ns = open_optional(args.netns)
+        if ns is None:
+            return None
+        with ns:
+            ns.enter()
+            with Netlink() as pod:
+                for link in find_owned_links(pod, owner_id(args.container_id)):
+                    state = link.state()
+                    if state is not None and state.log_file:
+                        return state.log_file
+    except (CniError, OSError):
+        pass  # _del meets the same problem again and reports it
+    return None
 
 
 def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -> None:

@@ -15,10 +15,13 @@
 #                    accepted for compatibility)
 #   --no-apt         never install Debian packages; fail with a hint instead
 #
-# On a fresh Debian 12 machine run as root, it installs only what is missing:
+# On a fresh Debian 12 / Ubuntu machine run as root, it installs only what is missing:
 # python3-venv, libpython3.X (PyInstaller needs the shared libpython), binutils
 # (strip), libxtables12 for the iptables backend (bundled; EGRESS_ROUTER_BUNDLE_NFT=0 to leave
-# it to the node). nftables needs no library: the plugin speaks nfnetlink itself.
+# it to the node), and gcc, libc6-dev and iptables (libxtables' extensions, which the bundle's
+# self-test loads; minimal and container images lack them). nftables needs no library: the
+# plugin speaks nfnetlink itself. scripts/fresh-install-check.sh proves it on a pristine
+# Debian 12 without the iptables package.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,10 +49,14 @@ while [ $# -gt 0 ]; do
         --with-iptables) WITH_IPTABLES=1; shift ;;
         --without-iptables) WITH_IPTABLES=0; shift ;;
         --no-apt) APT=0; shift ;;
-        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
+
+ERT_PROG=build.sh
+# shellcheck source=scripts/lib/setup.sh
+. "$REPO/scripts/lib/setup.sh"
 
 APT_MISSING=()
 need_pkg() { APT_MISSING+=("$1"); }
@@ -59,10 +66,7 @@ apt_install() {
     if [ "$APT" = 0 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         die "missing: ${APT_MISSING[*]} (install them, e.g. apt-get install ${APT_MISSING[*]})"
     fi
-    log "apt-get install ${APT_MISSING[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${APT_MISSING[@]}" >/dev/null
+    ert_apt_install "${APT_MISSING[@]}" || die "apt-get install ${APT_MISSING[*]} failed"
     APT_MISSING=()
 }
 
@@ -92,6 +96,15 @@ if [ "$WITH_IPTABLES" = 1 ]; then
     # Its C helper (libxtwrapper) needs only a compiler; the xtables libraries come from the node.
     command -v gcc >/dev/null || need_pkg gcc
     [ -e /usr/include/stdio.h ] || need_pkg libc6-dev
+    # The bundle carries python-iptables, not xtables: the self-test loads libxtables, libip4tc
+    # and the extensions (libxt_comment.so, libipt_DNAT.so...) from the build machine, and
+    # minimal or container images have neither. Debian's iptables package brings all three.
+    if ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 ' \
+        || ! ldconfig -p 2>/dev/null | grep -q 'libip4tc\.so\.2 ' \
+        || ! ls /usr/lib/*/xtables/libxt_comment.so /usr/lib64/xtables/libxt_comment.so \
+            /usr/lib/xtables/libxt_comment.so >/dev/null 2>&1; then
+        need_pkg iptables
+    fi
 fi
 
 deps_present() {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional, Protocol, Union
 
+from ..errors import NotAvailable
 from ..state import Backend, RouterState
 from .rules import Rule
 
@@ -36,14 +37,27 @@ def get_backend(name: str) -> NatBackend:
 
         return IptablesBackend()
     if name == "auto":
-        from .nftables import NftablesBackend, nftables_usable
+        from .nftables import NftablesBackend, nftables_problem
 
-        if nftables_usable():
+        why_not_nftables = nftables_problem()
+        if why_not_nftables is None:
             return NftablesBackend()
         from .iptables import IptablesBackend
 
-        return IptablesBackend()
+        try:
+            return IptablesBackend()
+        except NotAvailable as e:
+            raise no_backend(why_not_nftables, e.details) from None
     raise ValueError(f"unknown NAT backend {name!r}")
+
+
+def no_backend(why_not_nftables: str, why_not_iptables: str) -> NotAvailable:
+    """The one error of natBackend "auto" when neither backend works: each reason, and what to install."""
+    return NotAvailable(
+        "no NAT backend is available (natBackend auto tried nftables, then iptables)",
+        f"nftables: {why_not_nftables}; iptables: {why_not_iptables}. "
+        "Either one is enough; the self-contained build (scripts/build.sh) carries both.",
+    )
 
 
 def recorded_backend(state: Optional[RouterState], configured: str) -> NatBackend:

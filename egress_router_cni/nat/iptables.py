@@ -70,7 +70,12 @@ def load_iptc() -> Any:
         return _iptc
     spec = importlib.util.find_spec("iptc")
     if spec is None or not spec.submodule_search_locations:
-        raise NotAvailable("the iptables NAT backend is not available", "python-iptables is not installed")
+        raise NotAvailable(
+            "the iptables NAT backend is not available",
+            f"python-iptables is not installed for the plugin's Python: {sys.executable} -m pip install "
+            "python-iptables (it compiles a C helper: apt-get install gcc libc6-dev) and install the iptables "
+            "package (apt-get install iptables)",
+        )
     package_dir = next(iter(spec.submodule_search_locations))
     if "iptc" not in sys.modules:
         package = types.ModuleType("iptc")
@@ -82,7 +87,8 @@ def load_iptc() -> Any:
         if libdir is None:
             raise NotAvailable(
                 "the iptables NAT backend is not available",
-                "no xtables extensions directory on the node (install iptables)",
+                "no xtables extensions directory on the node: install the iptables package "
+                "(Debian/Ubuntu: apt-get install iptables; RHEL: dnf install iptables-legacy)",
             )
         os.environ["XTABLES_LIBDIR"] = libdir
     from iptc import util
@@ -100,7 +106,8 @@ def load_iptc() -> Any:
         from iptc import ip4tc, ip6tc, xtables
     except Exception as e:
         raise NotAvailable(
-            "the iptables NAT backend is not available", f"libxtables/libip4tc could not be loaded: {e}"
+            "the iptables NAT backend is not available",
+            f"libxtables/libip4tc could not be loaded ({e}): install the iptables package (apt-get install iptables)",
         ) from None
     _fix_option_tables(xtables)
     _iptc = types.SimpleNamespace(ip4tc=ip4tc, ip6tc=ip6tc)

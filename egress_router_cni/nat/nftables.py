@@ -148,6 +148,15 @@ def nftables_present() -> bool:
     return True
 
 
+def nftables_problem() -> Optional[str]:
+    """Why nftables does not work in the current namespace (None when it does), and what to do about it."""
+    try:
+        _generation()
+    except NotAvailable as e:
+        return f"{e.details} (the node's kernel needs nf_tables: modprobe nf_tables)"
+    return None
+
+
 def nftables_usable() -> bool:
     """True when nftables works in the current namespace (the kernel may lack nf_tables)."""
-    return nftables_present()
+    return nftables_problem() is None

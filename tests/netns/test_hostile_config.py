@@ -30,24 +30,25 @@ DEFAULT_LOG = Path("/tmp/egress-router-log")
 VICTIM_BYTES = 11 * 1000 * 1000  # above the 10 MiB rotation threshold
 
 
-@pytest.fixture
-def outside_dir() -> Iterator[Path]:
-    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
-    path = Path(tempfile.mkdtemp(prefix="ert-victim-", dir="/var/tmp"))
+def temp_dir(prefix: str, parent: str) -> Iterator[Path]:
+    """A fresh directory under PARENT, removed afterwards whatever happened."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_dir() -> Iterator[Path]:
+    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
+    yield from temp_dir("ert-victim-", "/var/tmp")
 
 
 @pytest.fixture
 def log_dir() -> Iterator[Path]:
     """A directory the rules accept: /tmp/egress-router-*."""
-    path = Path(tempfile.mkdtemp(prefix="egress-router-test-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from temp_dir("egress-router-test-", "/tmp")
 
 
 def big_file(path: Path) -> None:
@@ -63,14 +64,20 @@ def failing_add(plugin: Plugin, pod: Pod, log_file: str) -> Outcome:
     return outcome
 
 
-def assert_refused(outcome: Outcome, path: str) -> None:
+def refusals(path: str) -> int:
+    """How many [error] lines in the default log name PATH as refused.
+
+    The default log is shared with every other plugin run on this machine (and may rotate meanwhile).
+    """
+    text = "".join(p.read_text(errors="replace") for p in (DEFAULT_LOG, Path(f"{DEFAULT_LOG}.1")) if p.exists())
+    return sum("[error] refusing log_file" in line and repr(path) in line for line in text.splitlines())
+
+
+def assert_refused(outcome: Outcome, path: str, earlier: int = 0) -> None:
     """One warning on stderr, and an [error] line naming the refused path in the default log."""
     warnings = [line for line in outcome.stderr.splitlines() if "refusing log_file" in line]
     assert len(warnings) == 1 and repr(path) in warnings[0], outcome.describe()
-    lines = DEFAULT_LOG.read_text(errors="replace").splitlines()
-    assert any("[error] refusing log_file" in line and repr(path) in line for line in lines[-200:]), (
-        f"no [error] line for {path} in {DEFAULT_LOG}"
-    )
+    assert refusals(path) > earlier, f"no new [error] line for {path} in {DEFAULT_LOG}"
 
 
 # --- finding 1: log_file ---------------------------------------------------------------------------
@@ -135,10 +142,11 @@ def test_log_file_in_proc_sys_is_never_written(topology: Topology, pod: Pod) -> 
     script = 'hostname ert-uts-probe; "$@"; rc=$?; echo "hostname-after=$(hostname)" >&2; exit $rc'
     plugin = Plugin(topology.node, ["unshare", "--uts", "sh", "-c", script, "sh", *plugin_command()])
     path = "/proc/sys/kernel/hostname"
+    earlier = refusals(path)
     outcome = plugin.add(router_config("1.0.0", path, interfaceArgs={"master": "nosuch0"}), pod.path)
     assert_cni_error(outcome, 7)
     assert "hostname-after=ert-uts-probe" in outcome.stderr, outcome.describe()
-    assert_refused(outcome, path)
+    assert_refused(outcome, path, earlier)
 
 
 def test_log_file_through_a_symlinked_directory_is_refused(
@@ -367,3 +375,23 @@ def test_a_free_address_passes_the_probe_and_traffic_flows(
         assert neighbours and neighbours[0]["lladdr"] == oracle.link(pod.ns, IFNAME)["address"]  # type: ignore[index]
     finally:
         assert plugin.delete(conf, pod.path).returncode == 0
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_a_failure_around_the_probe_leaves_the_pod_unchanged(
+    topology: Topology, pod: Pod, log_file: Path, phase: str
+) -> None:
+    """The probe is an ADD step like the others: the link it brought up and down goes with the rollback."""
+    from egress_router_cni import add
+    from tests.netns.test_reliability import InjectedFault, assert_same, cmd_args, full_snapshot, inside
+
+    conf = router_config("1.0.0", str(log_file), addressConflictDetection=True, addressConflictDetectionWindowMs=20)
+    before = full_snapshot(pod.ns)
+
+    def hook(at: str, name: str) -> None:
+        if (at, name) == (phase, "conflict-probe"):
+            raise InjectedFault(f"{phase} conflict-probe")
+
+    with inside(f"/run/netns/{topology.node}"), pytest.raises(InjectedFault):
+        add.cmd_add(cmd_args("ADD", conf, pod, uuid.uuid4().hex), hook=hook)
+    assert_same(before, full_snapshot(pod.ns), f"ADD failing {phase} the conflict probe")
