@@ -9,17 +9,22 @@ from .config import NetConf
 from .errors import CniError, InvalidConfig
 from .link import LinkInfo, resolve_master
 from .log import PluginLog
-from .nat import release_contexts
 from .netlink import Netlink
 from .policy import node_policy
 from .route import default_routes
 from .state import FAMILIES
 
 
-def open_log(conf: Optional[NetConf], args: CmdArgs) -> PluginLog:
-    """The plugin log of this invocation (the default path when the config could not be read)."""
+def open_log(conf: Optional[NetConf], args: CmdArgs, recorded: Optional[str] = None) -> PluginLog:
+    """The plugin log of this invocation: the config's, else the one ADD recorded, else the default.
+
+    recorded is the path ADD recorded with the router (DEL without a readable config): it is
+    confined like a config's log_file.
+    """
     context = {"command": args.command, "container_id": args.container_id, "ifname": args.ifname}
     if conf is None:
+        if recorded:
+            return PluginLog(recorded, context=context, directories=node_policy().log_directories)
         return PluginLog(context=context)
     directories = node_policy().log_directories
     return PluginLog(conf.log_file, conf.log_level, conf.log_format, context, directories=directories)
@@ -38,7 +43,6 @@ def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
         log.error(f"CNI {command} failed with an internal error: {traceback.format_exc()}")
         raise
     finally:
-        release_contexts()
         log.close()
 
 

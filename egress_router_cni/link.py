@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import socket
 from typing import Any, Callable, List, NamedTuple, Optional
 
 from .config import MACVLAN_MODES
@@ -21,7 +19,7 @@ from .netlink import (
 )
 from .state import PREFIX, RouterState, decode_alias
 
-TEMP_NAME_RE = re.compile(r"^egr[0-9a-f]{8}$")
+TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1
 
 
@@ -40,6 +38,12 @@ class LinkInfo(NamedTuple):
     def state(self) -> Optional[RouterState]:
         """The record ADD stored in the alias, or None when this link is not ours (or the record is malformed)."""
         return decode_alias(self.alias)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name create_macvlan gives a new link before renaming it ("egr" + 8 hex digits)."""
+    suffix = name[len(TEMP_PREFIX) :]
+    return name.startswith(TEMP_PREFIX) and len(suffix) == 8 and all(c in "0123456789abcdef" for c in suffix)
 
 
 def _info(msg: Any) -> LinkInfo:
@@ -93,7 +97,7 @@ def find_owned_links(nl: Netlink, owner: str, note: Optional[Callable[[str], Non
         if state is None and note is not None and link.alias.startswith(PREFIX):
             note(f"interface {link.name!r} carries a malformed egress-router record: not ours, left alone")
         if (state is not None and state.owner == owner) or (
-            TEMP_NAME_RE.match(link.name) and link.kind == "macvlan" and not link.alias
+            is_temp_name(link.name) and link.kind == "macvlan" and not link.alias
         ):
             found.append(link)
     return found
@@ -131,7 +135,7 @@ def create_macvlan(host: Netlink, pod: Netlink, master: LinkInfo, pod_fd: int, m
     """
     last: Optional[NetlinkError] = None
     for _ in range(10):
-        temp = "egr" + os.urandom(4).hex()
+        temp = TEMP_PREFIX + os.urandom(4).hex()
         attrs: List[Any] = [
             ("IFLA_IFNAME", temp),
             ("IFLA_LINK", master.index),
@@ -148,7 +152,7 @@ def create_macvlan(host: Netlink, pod: Netlink, master: LinkInfo, pod_fd: int, m
         ]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
-        msg = host.message(RTM_NEWLINK, {"index": 0, "family": socket.AF_UNSPEC}, attrs)
+        msg = host.message(RTM_NEWLINK, {"index": 0, "family": 0}, attrs)
         try:
             host.request(RTM_NEWLINK, msg, NLM_F_CREATE | NLM_F_EXCL)
         except NetlinkError as e:
@@ -187,6 +191,14 @@ def set_up(pod: Netlink, link: LinkInfo) -> None:
         pod.request(RTM_NEWLINK, msg)
     except NetlinkError as e:
         raise LinkError(f"failed to bring {link.name!r} up", str(e)) from e
+
+
+def set_down(pod: Netlink, link: LinkInfo) -> None:
+    msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": 0, "change": IFF_UP})
+    try:
+        pod.request(RTM_NEWLINK, msg)
+    except NetlinkError as e:
+        raise LinkError(f"failed to bring {link.name!r} down", str(e)) from e
 
 
 def delete_link(nl: Netlink, index: int) -> bool:

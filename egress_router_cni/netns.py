@@ -43,37 +43,31 @@ class NetNS:
     process is returned to its own namespace on exit whatever happened.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fd: int = -1) -> None:
+        """path names the namespace; fd, when given, is a descriptor open_nsfs() returned for it (then owned here)."""
         self.path = path
-        self.fd = -1
+        self.fd = fd
         self.home_fd = -1
         self.inside = False
 
     def open(self) -> NetNS:
         try:
-            # O_PATH first: it neither opens a device nor blocks on a FIFO, and
-            # without O_CREAT a missing path is an error, never a new namespace.
-            path_fd = os.open(self.path, os.O_PATH | os.O_CLOEXEC)
+            self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            if self.fd < 0:
+                self.fd = _open_checked(self.path, os.fstat(self.home_fd).st_dev)
         except FileNotFoundError:
+            self.close()
             raise UnknownContainer(
                 "network namespace not found", f"CNI_NETNS {self.path!r} does not exist (has the pod gone?)"
             ) from None
-        except OSError as e:
-            raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
-        try:
-            self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            st = os.fstat(path_fd)
-            # Namespace files live on nsfs, one device for all of them: anything else is never opened for real.
-            if not stat.S_ISREG(st.st_mode) or st.st_dev != os.fstat(self.home_fd).st_dev:
-                self.close()
-                raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
-            # Reopening the O_PATH descriptor reaches the very inode just checked.
-            self.fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        finally:
-            os.close(path_fd)
-        if not _is_netns(self.fd):
+        except _NotNetns:
             self.close()
-            raise UnknownContainer("not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace")
+            raise UnknownContainer(
+                "not a network namespace", f"CNI_NETNS {self.path!r} is not a network namespace"
+            ) from None
+        except OSError as e:
+            self.close()
+            raise UnknownContainer("failed to open network namespace", f"{self.path!r}: {e.strerror}") from None
         if identity(self.fd) == identity(self.home_fd):
             self.close()
             # A stale /proc/<pid>/ns/net can point at the node's own namespace
@@ -105,10 +99,47 @@ class NetNS:
                     setattr(self, attr, -1)
 
     def __enter__(self) -> NetNS:
-        return self if self.fd >= 0 else self.open()
+        return self if self.home_fd >= 0 else self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NotNetns(Exception):
+    """The path is something other than a network namespace file."""
+
+
+def _open_checked(path: str, nsfs_dev: int) -> int:
+    """An O_RDONLY descriptor of path, a network namespace file; raise OSError or _NotNetns.
+
+    O_PATH first: it neither opens a device nor blocks on a FIFO, and without
+    O_CREAT a missing path is an error, never a new namespace. Namespace files
+    live on nsfs, one device for all of them (nsfs_dev): anything else is never
+    opened for real. Reopening the O_PATH descriptor reaches the very inode checked.
+    """
+    path_fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(path_fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != nsfs_dev:
+            raise _NotNetns(path)
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    finally:
+        os.close(path_fd)
+    if not _is_netns(fd):
+        os.close(fd)
+        raise _NotNetns(path)
+    return fd
+
+
+def open_nsfs(path: str) -> Optional[int]:
+    """A descriptor of path when it is a network namespace file, else None (gone, not one, not allowed).
+
+    For paths nobody vouches for, e.g. every /proc/PID/ns/net and /run/netns entry of `inspect --all`.
+    """
+    try:
+        return _open_checked(path, os.stat("/proc/self/ns/net").st_dev)
+    except (OSError, _NotNetns):
+        return None
 
 
 def _is_netns(fd: int) -> bool:

@@ -29,7 +29,7 @@ import ipaddress
 import json
 import os
 import stat
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
@@ -169,22 +169,11 @@ def parse_policy(data: bytes, path: str) -> Policy:
     unknown = sorted(set(obj) - set(KEYS))
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
-    masters = _strings(obj, "allowedMasters")
-    if masters is not None:
-        bad = next((m for m in masters if not valid_ifname(m)), None)
-        if bad is not None:
-            raise ValueError(f"allowedMasters: {bad!r} is not an interface name")
+    masters = _checked(obj, "allowedMasters", valid_ifname, "is not an interface name")
     modes = _strings(obj, "allowedModes")
-    if modes is not None:
-        modes = [m.lower() for m in modes]
-        bad = next((m for m in modes if m not in MACVLAN_MODES), None)
-        if bad is not None:
-            raise ValueError(f"allowedModes: {bad!r} is not one of {', '.join(MACVLAN_MODES)}")
-    dirs = _strings(obj, "logDirectories")
-    if dirs is not None:
-        bad = next((d for d in dirs if not _normal_absolute(d)), None)
-        if bad is not None:
-            raise ValueError(f"logDirectories: {bad!r} is not an absolute path without '.', '..' or '//'")
+    modes = [m.lower() for m in modes] if modes is not None else None
+    _first_bad("allowedModes", modes, lambda m: m in MACVLAN_MODES, f"is not one of {', '.join(MACVLAN_MODES)}")
+    dirs = _checked(obj, "logDirectories", _normal_absolute, "is not an absolute path without '.', '..' or '//'")
     acd = obj.get("addressConflictDetection", False)
     if not isinstance(acd, bool):
         raise ValueError("addressConflictDetection: expected true or false")
@@ -207,6 +196,18 @@ def _strings(obj: Any, key: str) -> Optional[List[str]]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{key}: expected a list of strings")
     return list(value)
+
+
+def _checked(obj: Any, key: str, valid: Callable[[str], bool], problem: str) -> Optional[List[str]]:
+    values = _strings(obj, key)
+    _first_bad(key, values, valid, problem)
+    return values
+
+
+def _first_bad(key: str, values: Optional[List[str]], valid: Callable[[str], bool], problem: str) -> None:
+    bad = next((v for v in values or () if not valid(v)), None)
+    if bad is not None:
+        raise ValueError(f"{key}: {bad!r} {problem}")
 
 
 def _ranges(obj: Any, key: str) -> Optional[Tuple[IPNetwork, ...]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import socket
 import time
+from _socket import AF_INET, AF_INET6
 from typing import Any, List, NamedTuple, Optional
 
 from .config import IPAddress, IPInterface
@@ -49,7 +49,7 @@ RTN_UNICAST = 1
 RTPROT_BOOT = 3
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
-_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+_FAMILY = {4: AF_INET, 6: AF_INET6}
 # Attributes that describe a route (as opposed to cache/statistics) and survive a copy.
 _COPY_ATTRS = ("RTA_DST", "RTA_GATEWAY", "RTA_OIF", "RTA_PRIORITY", "RTA_PREFSRC", "RTA_PREF", "RTA_VIA")
 
@@ -113,7 +113,7 @@ def wait_for_dad(nl: Netlink, index: int, timeout: float = 10.0) -> None:
     """Wait until the link's IPv6 addresses leave the tentative state; fail on a duplicate."""
     deadline = time.monotonic() + timeout
     while True:
-        msg = nl.message(RTM_NEWADDR, {"family": socket.AF_INET6})
+        msg = nl.message(RTM_NEWADDR, {"family": AF_INET6})
         tentative = False
         for addr in nl.dump(RTM_GETADDR, msg):
             if addr["index"] != index:
@@ -270,7 +270,7 @@ def restore_default_routes(
 def addresses_of(nl: Netlink, index: int) -> List[str]:
     """CIDRs configured on a link (both families), for CHECK."""
     out = []
-    for family in (socket.AF_INET, socket.AF_INET6):
+    for family in (AF_INET, AF_INET6):
         for addr in nl.dump(RTM_GETADDR, nl.message(RTM_NEWADDR, {"family": family})):
             if addr["index"] == index:
                 local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")

@@ -13,15 +13,16 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import sysctl
-from .config import MACVLAN_MODES
+from .config import DEFAULT_LOG_FILE, MACVLAN_MODES
 from .errors import CniError, InvalidConfig, NotAvailable
 from .link import list_links
+from .nat.rules import Rule
 from .netlink import Netlink
 from .netns import NetNS
-from .route import MAIN_TABLE, addresses_of, is_saved_table, list_routes
+from .route import MAIN_TABLE, RouteInfo, addresses_of, is_saved_table, list_routes
 from .state import FAMILIES, PREFIX, Backend, owner_id
 
 CNI_CACHE_DIRS = ("/var/lib/cni/results",)
@@ -37,14 +38,22 @@ class RouterView:
     saved_routes: List[str] = field(default_factory=list)
     nat: Dict[str, List[str]] = field(default_factory=dict)
     forwarding: Dict[str, str] = field(default_factory=dict)
+    log_file: Optional[str] = None
     log_lines: List[str] = field(default_factory=list)
     problems: Optional[List[str]] = None
+    # What the text fields were made from, for the health verdict of `inspect --all` (not printed).
+    main_routes: List[RouteInfo] = field(default_factory=list, repr=False)
+    nat_rules: Dict[str, List[Union[Rule, str]]] = field(default_factory=dict, repr=False)
+    link_names: Dict[int, str] = field(default_factory=dict, repr=False)  # the namespace's ifindex -> name
 
     def to_dict(self) -> Dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k not in _RAW_FIELDS}
         if self.problems is None:
             out.pop("problems")
         return out
+
+
+_RAW_FIELDS = ("main_routes", "nat_rules", "link_names")
 
 
 @dataclass(frozen=True)
@@ -138,21 +147,38 @@ def _route_text(route: Any, names: Dict[int, str]) -> str:
     return " ".join(parts)
 
 
-def inspect_netns(netns: str, log_file: str) -> RouterView:
-    """Collect the router's state from netns (read-only)."""
+def inspect_netns(netns: str, log_file: Optional[str] = None) -> RouterView:
+    """Collect the router's state from netns (read-only).
+
+    The log read is log_file when given, else the one ADD recorded with the router, else the default.
+    """
+    view = _collect(netns, -1, log_file, routers_only=False)
+    assert view is not None
+    return view
+
+
+def inspect_router(netns: str, fd: int, log_file: Optional[str] = None) -> Optional[RouterView]:
+    """inspect_netns for an open nsfs descriptor fd (closed here); None when no egress router is in it."""
+    return _collect(netns, fd, log_file, routers_only=True)
+
+
+def _collect(netns: str, fd: int, log_file: Optional[str], routers_only: bool) -> Optional[RouterView]:
     view = RouterView(netns=netns)
-    with NetNS(netns) as ns, Netlink() as host:
+    recorded_logs: List[str] = []
+    with NetNS(netns, fd) as ns, Netlink() as host:
         host_names = {li.index: li.name for li in list_links(host)}
         ns.enter()
         with Netlink() as pod:
             links = list_links(pod)
-            names = {li.index: li.name for li in links}
+            names = view.link_names = {li.index: li.name for li in links}
             owners = set()
             for link in links:
                 state = link.state()
                 if state is None and not link.alias.startswith(PREFIX):
                     continue
                 owners.add(state.owner if state is not None else "")
+                if state is not None and state.log_file and readable_log(state.log_file):
+                    recorded_logs.append(state.log_file)
                 view.interfaces.append(
                     {
                         "name": link.name,
@@ -166,41 +192,66 @@ def inspect_netns(netns: str, log_file: str) -> RouterView:
                         "nat_backend": state.nat.value if state is not None and state.nat is not None else None,
                     }
                 )
+            if routers_only and not view.interfaces:
+                return None  # most namespaces on a node: nothing more to read
             for version in FAMILIES:
-                view.routes += [_route_text(r, names) for r in list_routes(pod, version, MAIN_TABLE)]
+                main = list_routes(pod, version, MAIN_TABLE)
+                view.main_routes += main
+                view.routes += [_route_text(r, names) for r in main]
                 view.saved_routes += [
                     _route_text(r, names) for r in list_routes(pod, version) if is_saved_table(r.table)
                 ]
                 with contextlib.suppress(CniError):  # IPv6 may be disabled in the pod
                     key = sysctl.FORWARDING[version]
                     view.forwarding[key.replace("/", ".")] = sysctl.read(key)
-            view.nat = _nat_rules()
+            view.nat_rules = _nat_rules()
+            view.nat = {name: [rule_spelling(name, r) for r in found] for name, found in view.nat_rules.items()}
+    view.log_file = log_file or next(iter(recorded_logs), None) or DEFAULT_LOG_FILE
     for owner in owners:
-        view.log_lines += log_lines_for(owner, log_file)
+        view.log_lines += log_lines_for(owner, view.log_file)
     return view
 
 
-def _nat_rules() -> Dict[str, List[str]]:
+def readable_log(path: str) -> bool:
+    """True when path is one the plugin may have logged to (log.confine's rules).
+
+    A path recorded in a pod's link alias is trusted no further than the config it came from.
+    """
+    from .log import LOG_DIRECTORIES, RefusedPath, confine
+
+    try:
+        dir_fd, _ = confine(path, LOG_DIRECTORIES)
+    except (RefusedPath, OSError):
+        return False
+    os.close(dir_fd)
+    return True
+
+
+def rule_spelling(backend: str, rule: Union[Rule, str]) -> str:
+    """A rule as the backend's log line spells it ('Added nftables rule: ...'); unparsed rules as they came."""
+    from .nat import spell
+
+    return rule if isinstance(rule, str) else spell(Backend(backend), rule)
+
+
+def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
     """The plugin's rules from every backend that has some (call inside the router's namespace)."""
     from .nat import get_backend
-    from .nat.nftables_text import rule_text
-    from .nat.rules import iptables_spelling
 
-    rules: Dict[str, List[str]] = {}
+    rules: Dict[str, List[Union[Rule, str]]] = {}
     for name in Backend:
         try:
-            backend = get_backend(name)
-            found = backend.list(list(FAMILIES))
+            with get_backend(name) as backend:
+                found = backend.installed(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:
-            spell = rule_text if name is Backend.NFTABLES else iptables_spelling
-            rules[name.value] = [r if isinstance(r, str) else spell(r) for r in found]
+            rules[name.value] = list(found)
     return rules
 
 
 def resolve_target(
-    netns: Optional[str], pid: Optional[int], container_id: Optional[str], log_file: str
+    netns: Optional[str], pid: Optional[int], container_id: Optional[str], log_file: Optional[str]
 ) -> Tuple[str, Optional[CachedAttachment]]:
     """Turn --netns/--pid/--container-id into a netns path (and libcni's cache entry when known)."""
     if netns:
@@ -213,10 +264,34 @@ def resolve_target(
         raise InvalidConfig("ambiguous container id", f"{container_id!r} matches several containers; give more of it")
     if cached:
         return cached[0].netns, cached[0]
-    logged = find_in_log(container_id, log_file)
-    if logged is None:
-        raise InvalidConfig(
-            "container not found",
-            f"no libcni cache entry and no ADD in {log_file} for container {container_id!r}; use --netns or --pid",
-        )
-    return logged[1], None
+    # The log ADD wrote names the container and its namespace: the given one, or else the default one
+    # and those the node's routers recorded at ADD.
+    logs = [log_file] if log_file else list(dict.fromkeys([DEFAULT_LOG_FILE, *recorded_log_files()]))
+    for path in logs:
+        logged = find_in_log(container_id, path)
+        if logged is not None:
+            return logged[1], None
+    raise InvalidConfig(
+        "container not found",
+        f"no libcni cache entry and no ADD in {', '.join(logs)} for container {container_id!r}; use --netns or --pid",
+    )
+
+
+def recorded_log_files() -> List[str]:
+    """The log files the node's routers recorded at ADD (each router's link alias), in discovery order."""
+    from .node_scan import find_netns
+
+    found: List[str] = []
+    for candidate in find_netns():
+        try:
+            with NetNS(candidate.path, candidate.fd) as ns:
+                ns.enter()
+                with Netlink() as pod:
+                    for link in list_links(pod):
+                        state = link.state()
+                        recorded = state.log_file if state is not None else None
+                        if recorded and recorded not in found and readable_log(recorded):
+                            found.append(recorded)
+        except CniError:
+            continue  # gone meanwhile
+    return found

@@ -38,8 +38,15 @@ def cmd_status(args: CmdArgs) -> None:
 
     # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
     if conf.nat_backend == "nftables" and not nftables_present():
-        raise NotAvailable("nftables is not available", "neither libnftables.so.1 nor the nft tool was found")
+        raise NotAvailable("nftables is not available", "the kernel does not answer nf_tables requests")
     if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
         from .nat.iptables import load_iptc
 
-        load_iptc()
+        try:
+            load_iptc()
+        except NotAvailable as e:
+            if conf.nat_backend == "iptables":
+                raise
+            from .nat import no_backend
+
+            raise no_backend("the kernel does not answer nf_tables requests", e.details) from None

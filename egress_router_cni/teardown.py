@@ -7,6 +7,7 @@ rules' note say what to undo, and whose it is.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -102,7 +103,7 @@ def _remove_nat(backend: NatBackend, note: Optional[RouterState], owner: str, lo
     if note is not None and note.owner != owner:
         log.debug(f"{backend.name} NAT rules belong to another attachment: left in place")
         return
-    if backend.list(list(FAMILIES)) is not None:
+    if backend.installed(list(FAMILIES)) is not None:
         backend.remove(list(FAMILIES))
         log.debug(f"Deleted {backend.name} NAT rules")
 
@@ -134,8 +135,30 @@ def cmd_del(args: CmdArgs) -> None:
         # The runtime sends DEL after a failed ADD too, with the same (maybe
         # invalid) config: cleaning up must not depend on it.
         problem = str(e)
-    log = open_log(conf, args)
+    log = open_log(conf, args, None if conf is not None else _recorded_log(args))
     logged("DEL", log, lambda: _del(args, conf, log, problem))
+
+
+def _recorded_log(args: CmdArgs) -> Optional[str]:
+    """The log path ADD recorded with this container's router, if its link is still there.
+
+    Read only when the config is unreadable: DEL's lines then still land next to ADD's, where
+    `egress-router inspect` looks.
+    """
+    try:
+        ns = open_optional(args.netns)
+        if ns is None:
+            return None
+        with ns:
+            ns.enter()
+            with Netlink() as pod:
+                for link in find_owned_links(pod, owner_id(args.container_id)):
+                    state = link.state()
+                    if state is not None and state.log_file:
+                        return state.log_file
+    except (CniError, OSError):
+        pass  # _del meets the same problem again and reports it
+    return None
 
 
 def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -> None:
@@ -151,8 +174,8 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     owner = owner_id(args.container_id)
     with ns:
         ns.enter()
-        with Netlink() as pod:
+        with Netlink() as pod, ExitStack() as backends_open:
             owned = find_owned_links(pod, owner, log.debug)
-            backends = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
-            teardown(pod, backends, owner, log)
+            found = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
+            teardown(pod, [backends_open.enter_context(b) for b in found], owner, log)
     log.verbose("CNI DEL done")

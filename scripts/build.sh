@@ -15,9 +15,13 @@
 #                    accepted for compatibility)
 #   --no-apt         never install Debian packages; fail with a hint instead
 #
-# On a fresh Debian 12 machine run as root, it installs only what is missing:
+# On a fresh Debian 12 / Ubuntu machine run as root, it installs only what is missing:
 # python3-venv, libpython3.X (PyInstaller needs the shared libpython), binutils
-# (strip), libnftables1 (bundled; EGRESS_ROUTER_BUNDLE_NFT=0 to leave it to the node).
+# (strip), libxtables12 for the iptables backend (bundled; EGRESS_ROUTER_BUNDLE_NFT=0 to leave
+# it to the node), and gcc, libc6-dev and iptables (libxtables' extensions, which the bundle's
+# self-test loads; minimal and container images lack them). nftables needs no library: the
+# plugin speaks nfnetlink itself. scripts/fresh-install-check.sh proves it on a pristine
+# Debian 12 without the iptables package.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,10 +49,14 @@ while [ $# -gt 0 ]; do
         --with-iptables) WITH_IPTABLES=1; shift ;;
         --without-iptables) WITH_IPTABLES=0; shift ;;
         --no-apt) APT=0; shift ;;
-        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
+
+ERT_PROG=build.sh
+# shellcheck source=scripts/lib/setup.sh
+. "$REPO/scripts/lib/setup.sh"
 
 APT_MISSING=()
 need_pkg() { APT_MISSING+=("$1"); }
@@ -58,10 +66,7 @@ apt_install() {
     if [ "$APT" = 0 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         die "missing: ${APT_MISSING[*]} (install them, e.g. apt-get install ${APT_MISSING[*]})"
     fi
-    log "apt-get install ${APT_MISSING[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${APT_MISSING[@]}" >/dev/null
+    ert_apt_install "${APT_MISSING[@]}" || die "apt-get install ${APT_MISSING[*]} failed"
     APT_MISSING=()
 }
 
@@ -83,19 +88,29 @@ EOF
 }
 has_libpython || need_pkg "libpython$PYVER"
 command -v strip >/dev/null || need_pkg binutils
-if [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] && ! ldconfig -p 2>/dev/null | grep -q 'libnftables\.so\.1 '; then
-    need_pkg libnftables1
+if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] \
+    && ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 '; then
+    need_pkg libxtables12
 fi
 if [ "$WITH_IPTABLES" = 1 ]; then
     # Its C helper (libxtwrapper) needs only a compiler; the xtables libraries come from the node.
     command -v gcc >/dev/null || need_pkg gcc
     [ -e /usr/include/stdio.h ] || need_pkg libc6-dev
+    # The bundle carries python-iptables, not xtables: the self-test loads libxtables, libip4tc
+    # and the extensions (libxt_comment.so, libipt_DNAT.so...) from the build machine, and
+    # minimal or container images have neither. Debian's iptables package brings all three.
+    if ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 ' \
+        || ! ldconfig -p 2>/dev/null | grep -q 'libip4tc\.so\.2 ' \
+        || ! ls /usr/lib/*/xtables/libxt_comment.so /usr/lib64/xtables/libxt_comment.so \
+            /usr/lib/xtables/libxt_comment.so >/dev/null 2>&1; then
+        need_pkg iptables
+    fi
 fi
 
 deps_present() {
     WITH_IPTABLES=$WITH_IPTABLES "$1" - "$REPO" <<'EOF'
 import importlib.metadata, os, sys
-import PyInstaller, pyroute2.netlink, click, structlog  # noqa: F401
+import PyInstaller, click, structlog  # noqa: F401
 if os.environ.get("WITH_IPTABLES") == "1":
     import importlib.util
     if importlib.util.find_spec("iptc") is None:
@@ -167,7 +182,7 @@ echo
 echo "built (smoke-tested: VERSION, 'version', error JSON, bundle self-test):"
 echo "  onedir   $ONEDIR/egress-router   $(size_of "$ONEDIR") in $(find "$ONEDIR" -type f | wc -l) files"
 echo "  onefile  $ONEFILE   $(size_of "$ONEFILE")"
-echo "  libnftables bundled: $(field libnftables)    iptables backend: $(field iptables_backend)"
+echo "  iptables backend: $(field iptables_backend)"
 if [ "$WITH_IPTABLES" = 1 ] && [ "$(field iptables_backend)" != ok ]; then
     die "the iptables backend was asked for but does not load from the bundle (see above)"
 fi

@@ -8,7 +8,8 @@
 # executable inside the node namespace, shows the log file, the router pod's
 # `ip route` and nft rules, sends TCP 8080, TCP 8443 and UDP 80 from the client
 # pod through the router and prints the source address each server saw, then
-# runs DEL and removes everything (also on error or Ctrl-C).
+# adds a second router and lists both with `egress-router inspect --all`, runs DEL and
+# removes everything (also on error or Ctrl-C).
 #
 #   EGRESS_ROUTER_EXE=dist/egress-router/egress-router scripts/demo.sh   demo a frozen build
 set -euo pipefail
@@ -36,6 +37,10 @@ WORK=$(mktemp -d /tmp/ert-demo.XXXXXX)
 LOG="$WORK/egress-router-log"
 CONF="$WORK/egress-router.json"
 CONTAINER_ID=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+POD2="$PREFIX-pod2"
+LOG2="$WORK/egress-router-second-log"
+CONF2="$WORK/egress-router-second.json"
+CONTAINER_ID2=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 
 cleanup() {
     "$PY" -m tests.topology down --prefix "$PREFIX" || true
@@ -52,11 +57,11 @@ title() {
     fi
 }
 
-cni() {
-    ip netns exec "$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$CONTAINER_ID" \
-        CNI_NETNS="/run/netns/$POD" CNI_IFNAME=net1 CNI_PATH=/opt/cni/bin \
-        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=openshift-egress-router;K8S_POD_NAME=egress-router-cni-deployment" \
-        "${EXE[@]}" <"$CONF"
+cni() { # cni COMMAND [POD CONTAINER_ID CONFIG POD_NAME]: the first router unless told otherwise
+    ip netns exec "$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="${3:-$CONTAINER_ID}" \
+        CNI_NETNS="/run/netns/${2:-$POD}" CNI_IFNAME=net1 CNI_PATH=/opt/cni/bin \
+        CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=openshift-egress-router;K8S_POD_NAME=${5:-egress-router-cni-deployment}" \
+        "${EXE[@]}" <"${4:-$CONF}"
 }
 
 cat >"$CONF" <<EOF
@@ -102,12 +107,29 @@ for request in "tcp 8080" "tcp 8443" "udp 80"; do
 done
 
 title "egress-router inspect --container-id ${CONTAINER_ID:0:12} --check (the manual's verification in one command)"
+# No --log-file: ADD recorded its log path (not the default here) with the router.
 ip netns exec "$NODE" env -u CNI_COMMAND "${EXE[@]}" inspect --container-id "${CONTAINER_ID:0:12}" \
-    --log-file "$LOG" --check --config "$CONF" | sed -n '1,/^Log:/p'
+    --check --config "$CONF" | sed -n '1,/^Log/p'
 
-title "CNI DEL"
+title "A second router (pod $POD2, 192.168.12.98), then egress-router inspect --all"
+ip netns add "$POD2"
+ip link add eth0 netns "$POD2" type veth peer name "${PREFIX}p2"
+ip -n "$POD2" link set lo up
+ip -n "$POD2" link set eth0 up
+ip -n "$POD2" addr add 10.128.10.28/23 dev eth0
+ip -n "$POD2" route add default via 10.128.10.1
+sed -e 's|192.168.12.99/24|192.168.12.98/24|' -e "s|$LOG|$LOG2|" "$CONF" >"$CONF2"
+cni ADD "$POD2" "$CONTAINER_ID2" "$CONF2" egress-router-second >/dev/null
+echo "  CNI ADD into $POD2: exit status 0"
+# Every router on this machine, whichever namespace or process holds it (exit 1 if one is unhealthy).
+rc=0
+ip netns exec "$NODE" env -u CNI_COMMAND "${EXE[@]}" inspect --all || rc=$?
+echo "  exit status $rc"
+
+title "CNI DEL (both routers)"
 cni DEL
-echo "  exit status $?"
+cni DEL "$POD2" "$CONTAINER_ID2" "$CONF2"
+echo "  exit status 0"
 
 title "Router pod after DEL: ip route"
 ip -n "$POD" route

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, Dict, Optional
+from typing import IO, Any, Dict, Optional, Tuple
 
 import click
 
 from ..config import DEFAULT_LOG_FILE
 from ..errors import CniError
-from .output import report
+from .output import escaped, report
 
 
 def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
     """Run CHECK's verification against the config given or the one libcni cached."""
-    from ..check import verify
+    from ..check import Expected, verify
     from ..config import parse_netconf
     from ..link import get_link
     from ..nat import recorded_backend
@@ -35,18 +35,13 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, ifname)
-            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
             container = cached.container_id if cached is not None else None
-            return verify(pod, backend, conf, ifname, container, None, rules)
-
-
-def _escaped(text: str) -> str:
-    """TEXT with control characters as \\xNN: interface names, aliases and log lines come from the pod."""
-    return "".join(c if 0x20 <= ord(c) != 0x7F and not 0x80 <= ord(c) <= 0x9F else f"\\x{ord(c):02x}" for c in text)
+            with recorded_backend(link.state() if link else None, conf.nat_backend) as backend:
+                return verify(pod, backend, conf, Expected(ifname, rules, container))
 
 
 def _echo(text: str) -> None:
-    click.echo(_escaped(text))
+    click.echo(escaped(text))
 
 
 def _print_text(view: Any) -> None:
@@ -77,7 +72,7 @@ def _print_text(view: Any) -> None:
         _echo("CHECK: passed" if not view.problems else "CHECK: FAILED")
         for p in view.problems:
             _echo(f"  - {p}")
-    _echo("Log:" if view.log_lines else "Log: no lines for this router")
+    _echo(f"Log ({view.log_file}):" if view.log_lines else f"Log ({view.log_file}): no lines for this router")
     for line in view.log_lines:
         _echo(f"  {line}")
 
@@ -86,30 +81,60 @@ def _print_text(view: Any) -> None:
 @click.option("--netns", "netns", metavar="PATH", help="The router pod's network namespace path.")
 @click.option("--pid", type=int, help="A process in the router pod (e.g. from `crictl inspect`).")
 @click.option("--container-id", metavar="ID", help="The pod sandbox id (a prefix is enough).")
-@click.option("--log-file", default=DEFAULT_LOG_FILE, show_default=True, help="The plugin's log file.")
+@click.option(
+    "--all",
+    "all_routers",
+    is_flag=True,
+    help="Every egress router on the node, one row each; exit 1 if any is unhealthy.",
+)
+@click.option(
+    "--log-file",
+    metavar="PATH",
+    help=f"The plugin's log file [default: the one ADD recorded with the router, else {DEFAULT_LOG_FILE}].",
+)
 @click.option("--check", "run_check", is_flag=True, help="Also verify it as CNI CHECK does; exit 1 if wrong.")
 @click.option("--config", type=click.File("rb"), help="Config (plugin conf, conflist or NAD) for --check.")
+@click.option(
+    "--netns-dir",
+    "netns_dirs",
+    metavar="DIR",
+    multiple=True,
+    help="With --all: where namespaces are pinned, instead of /run/netns and /var/run/netns (repeatable).",
+)
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def inspect(
     netns: Optional[str],
     pid: Optional[int],
     container_id: Optional[str],
-    log_file: str,
+    all_routers: bool,
+    log_file: Optional[str],
     run_check: bool,
     config: Optional[IO[bytes]],
+    netns_dirs: Tuple[str, ...],
     output: str,
 ) -> None:
     """Show a running router: interface, routes, NAT rules, forwarding and its log lines.
 
     Read-only. Run it on the router's node (as root), e.g. from `oc debug node/NODE` after `chroot /host`.
+    With --all, every router on the node (in every pinned namespace and every process's namespace),
+    one row each with a health verdict.
 
-    Example: egress-router inspect --container-id 3f2a --check
+    Examples: egress-router inspect --container-id 3f2a --check; egress-router inspect --all
     """
     from ..config import decode_json
     from ..router_view import inspect_netns, resolve_target
 
+    if all_routers:
+        if netns or pid is not None or container_id or run_check or config:
+            raise click.UsageError("--all takes none of --netns, --pid, --container-id, --check or --config")
+        from ..node_scan import NETNS_DIRS
+        from .inspect_all import run_all
+
+        run_all(netns_dirs or NETNS_DIRS, log_file, output)
+    if netns_dirs:
+        raise click.UsageError("--netns-dir goes with --all")
     if sum(x is not None for x in (netns, pid, container_id)) != 1:
-        raise click.UsageError("give exactly one of --netns, --pid or --container-id")
+        raise click.UsageError("give exactly one of --netns, --pid, --container-id or --all")
     try:
         path, cached = resolve_target(netns, pid, container_id, log_file)
         view = inspect_netns(path, log_file)

@@ -27,7 +27,7 @@ from ..k8s.render import (
 )
 from .output import report
 
-_YAML_INSTALL = "pip install 'egress-router-cni[k8s]'"
+_YAML_INSTALL = "pip install PyYAML"
 
 
 @click.command()
@@ -58,6 +58,13 @@ _YAML_INSTALL = "pip install 'egress-router-cni[k8s]'"
     show_default=True,
     help="With --installer: the nodes' CNI plugin directory (/var/lib/cni/bin for Multus on OpenShift).",
 )
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.File("r"),
+    help="With --installer: a node policy JSON file, shipped as a ConfigMap and copied by the DaemonSet to "
+    "every node's /etc/egress-router/policy.json.",
+)
 @click.pass_context
 def render(
     ctx: click.Context,
@@ -68,6 +75,7 @@ def render(
     name_suffix: Optional[str],
     installer: bool,
     cni_bin_dir: str,
+    policy_file: Optional[IO[str]],
 ) -> None:
     """Render the objects that run an egress router from EgressRouter manifests.
 
@@ -87,6 +95,7 @@ def render(
       egress-router render conf/egressrouter-example.yaml | kubectl apply -f -
       kubectl get egressrouters -A -o yaml | egress-router render -o json
       egress-router render --installer --image quay.io/example/egress-router:0.1.0 | kubectl apply -f -
+      egress-router render --installer --image IMAGE --policy conf/policy.json | kubectl apply -f -
     """
     if installer:
         _check_installer_usage(ctx, files, name_suffix)
@@ -95,10 +104,13 @@ def render(
                 "--installer needs --image: the image built from the Containerfile "
                 "(podman build -t REGISTRY/egress-router:TAG . && podman push REGISTRY/egress-router:TAG)"
             )
-        result = _or_exit(lambda: render_installer(image, namespace, cni_bin_dir))
+        policy = policy_file.read() if policy_file is not None else None
+        result = _or_exit(lambda: render_installer(image, namespace, cni_bin_dir, policy))
     else:
         if ctx.get_parameter_source("cni_bin_dir") != click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--cni-bin-dir goes with --installer")
+        if policy_file is not None:
+            raise click.UsageError("--policy goes with --installer")
         routers = _read_routers(files or (sys.stdin,))
         result = _or_exit(lambda: render_routers(routers, image or DEFAULT_IMAGE, namespace, name_suffix))
     for note in result.notes:

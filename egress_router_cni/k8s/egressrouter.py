@@ -29,7 +29,8 @@ MACVLAN_MODES = ("Bridge", "Private", "VEPA", "Passthru")
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
-_YAML_HINT = "pip install 'egress-router-cni[k8s]' (or PyYAML), or give the manifest as JSON"
+# PyYAML is a dependency; only a broken or hand-made environment lacks it.
+_YAML_HINT = "this installation lacks PyYAML (pip install PyYAML), or give the manifest as JSON"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
 # Where the Containerfile puts the PyInstaller onedir build (executable + _internal/ + BUILD_ID).
 IMAGE_BUNDLE_DIR = "/opt/egress-router"
 _HOST_BIN_MOUNT = "/host/cni-bin"
+# The node policy (--policy): a ConfigMap the installer copies to every node's /etc/egress-router.
+POLICY_CONFIGMAP = "egress-router-policy"
+POLICY_HOST_DIR = "/etc/egress-router"
+_POLICY_SOURCE_MOUNT = "/etc/egress-router-policy-source"
+_POLICY_HOST_MOUNT = "/host/etc/egress-router"
 
 # `egress-router-cni-<suffix>` is a label value and a Service name: at most 63 characters.
 MAX_SUFFIX_LENGTH = 63 - len(APP_LABEL) - 1
@@ -354,12 +359,30 @@ done
 echo "egress-router build $id installed as $CNI_BIN_DIR/egress-router"
 """
 
+# With --policy: the node policy, copied as root, mode 0644, and renamed into
+# place so the plugin reads the old policy or the new one, never half a file.
+POLICY_SCRIPT = """\
+cp "$POLICY_SOURCE/policy.json" "$POLICY_DIR/.policy.json.new"
+chown 0:0 "$POLICY_DIR/.policy.json.new"
+chmod 0644 "$POLICY_DIR/.policy.json.new"
+mv -f "$POLICY_DIR/.policy.json.new" "$POLICY_DIR/policy.json"
+echo "egress-router node policy installed as /etc/egress-router/policy.json"
+"""
+
 # Keeps the DaemonSet pod alive after the copy; exits at once on SIGTERM.
 _IDLE_SCRIPT = "trap 'exit 0' TERM; sleep infinity & wait"
 
 
-def render_installer(image: str, namespace: Optional[str] = None, cni_bin_dir: str = DEFAULT_CNI_BIN_DIR) -> Rendered:
-    """The objects that copy the plugin onto every node's CNI bin dir; raise RenderError on a bad path."""
+def render_installer(
+    image: str,
+    namespace: Optional[str] = None,
+    cni_bin_dir: str = DEFAULT_CNI_BIN_DIR,
+    policy: Optional[str] = None,
+) -> Rendered:
+    """The objects that copy the plugin (and POLICY, the node policy's JSON text) onto every node.
+
+    Raise RenderError on a bad path or an invalid policy.
+    """
     if not cni_bin_dir.startswith("/") or posixpath.normpath(cni_bin_dir) != cni_bin_dir:
         raise RenderError(f"CNI bin dir {cni_bin_dir!r} must be a normalized absolute path, e.g. /opt/cni/bin")
     target_namespace = namespace or INSTALLER_NAMESPACE
@@ -378,8 +401,49 @@ def render_installer(image: str, namespace: Optional[str] = None, cni_bin_dir: s
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(INSTALLER_NAME, target_namespace, labels)}
     )
     objects.extend(_installer_rbac(target_namespace, labels))
-    objects.append(_installer_daemonset(image, target_namespace, cni_bin_dir, labels))
+    daemonset = _installer_daemonset(image, target_namespace, cni_bin_dir, labels)
+    if policy is not None:
+        objects.append(_policy_configmap(policy, target_namespace, labels))
+        _ship_policy(daemonset, policy)
+    objects.append(daemonset)
     return Rendered(tuple(objects), tuple(notes))
+
+
+def _policy_configmap(policy: str, namespace: str, labels: Dict[str, str]) -> Dict[str, Any]:
+    from ..policy import parse_policy
+
+    try:
+        parse_policy(policy.encode(), "the policy")
+    except ValueError as e:
+        raise RenderError(f"invalid node policy: {e}") from None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(POLICY_CONFIGMAP, namespace, labels),
+        "data": {"policy.json": policy},
+    }
+
+
+def _ship_policy(daemonset: Dict[str, Any], policy: str) -> None:
+    """The init container also copies the policy; a changed policy changes the pod template, so it rolls out."""
+    import zlib
+
+    pod = daemonset["spec"]["template"]
+    pod["metadata"]["annotations"] = {"egress-router/policy-crc32": f"{zlib.crc32(policy.encode()):08x}"}
+    install = pod["spec"]["initContainers"][0]
+    install["command"] = ["/bin/sh", "-c", INSTALL_SCRIPT + POLICY_SCRIPT]
+    install["env"] += [
+        {"name": "POLICY_SOURCE", "value": _POLICY_SOURCE_MOUNT},
+        {"name": "POLICY_DIR", "value": _POLICY_HOST_MOUNT},
+    ]
+    install["volumeMounts"] += [
+        {"name": "policy-source", "mountPath": _POLICY_SOURCE_MOUNT, "readOnly": True},
+        {"name": "policy-dir", "mountPath": _POLICY_HOST_MOUNT},
+    ]
+    pod["spec"]["volumes"] += [
+        {"name": "policy-source", "configMap": {"name": POLICY_CONFIGMAP}},
+        {"name": "policy-dir", "hostPath": {"path": POLICY_HOST_DIR, "type": "DirectoryOrCreate"}},
+    ]
 
 
 def _installer_namespace(name: str) -> Dict[str, Any]:

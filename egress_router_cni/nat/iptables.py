@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
 from ..state import Backend
-from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
+from .rules import DnatRule, Rule, SnatRule, dnat_target
 
 COMMENT_PREFIX = "egress-router "
 XTABLES_LOCK = "/run/xtables.lock"
@@ -70,7 +70,12 @@ def load_iptc() -> Any:
         return _iptc
     spec = importlib.util.find_spec("iptc")
     if spec is None or not spec.submodule_search_locations:
-        raise NotAvailable("the iptables NAT backend is not available", "python-iptables is not installed")
+        raise NotAvailable(
+            "the iptables NAT backend is not available",
+            f"python-iptables is not installed for the plugin's Python: {sys.executable} -m pip install "
+            "python-iptables (it compiles a C helper: apt-get install gcc libc6-dev) and install the iptables "
+            "package (apt-get install iptables)",
+        )
     package_dir = next(iter(spec.submodule_search_locations))
     if "iptc" not in sys.modules:
         package = types.ModuleType("iptc")
@@ -82,7 +87,8 @@ def load_iptc() -> Any:
         if libdir is None:
             raise NotAvailable(
                 "the iptables NAT backend is not available",
-                "no xtables extensions directory on the node (install iptables)",
+                "no xtables extensions directory on the node: install the iptables package "
+                "(Debian/Ubuntu: apt-get install iptables; RHEL: dnf install iptables-legacy)",
             )
         os.environ["XTABLES_LIBDIR"] = libdir
     from iptc import util
@@ -100,7 +106,8 @@ def load_iptc() -> Any:
         from iptc import ip4tc, ip6tc, xtables
     except Exception as e:
         raise NotAvailable(
-            "the iptables NAT backend is not available", f"libxtables/libip4tc could not be loaded: {e}"
+            "the iptables NAT backend is not available",
+            f"libxtables/libip4tc could not be loaded ({e}): install the iptables package (apt-get install iptables)",
         ) from None
     _fix_option_tables(xtables)
     _iptc = types.SimpleNamespace(ip4tc=ip4tc, ip6tc=ip6tc)
@@ -202,6 +209,12 @@ class IptablesBackend:
     def __init__(self) -> None:
         self.iptc = load_iptc()
 
+    def __enter__(self) -> IptablesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # every operation ran in a child that has exited: nothing is left open
+
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         note = note or COMMENT_PREFIX.strip()
         with xtables_lock():
@@ -214,9 +227,6 @@ class IptablesBackend:
             for family in families:
                 _in_child(partial(_remove_family, self.iptc, family))
 
-    def describe(self, rule: Rule) -> str:
-        return f"Added iptables rule: {iptables_spelling(rule)}"
-
     def note(self, families: List[int]) -> Optional[str]:
         for family in families:
             text = _in_child(partial(_note_family, self.iptc, family))
@@ -224,15 +234,12 @@ class IptablesBackend:
                 return str(text)
         return None
 
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         found: List[Union[Rule, str]] = []
         for family in families:
             for item in _in_child(partial(_list_family, self.iptc, family)) or []:
                 found.append(item if isinstance(item, str) else _rule_from_json(item))
         return found or None
-
-    def available(self) -> None:
-        _in_child(partial(_available, self.iptc))
 
 
 def _in_child(fn: Callable[[], Any]) -> Any:
@@ -278,10 +285,6 @@ def _in_child(fn: Callable[[], Any]) -> Any:
         cls = NotAvailable if reply["error"] == "NotAvailable" else NatError
         raise cls(reply["msg"], reply["details"])
     return reply["ok"]
-
-
-def _available(iptc: Any) -> None:
-    _table(iptc, 4)
 
 
 def _table(iptc: Any, family: int) -> Any:

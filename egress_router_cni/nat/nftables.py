@@ -1,101 +1,86 @@
-"""The default NAT backend: nftables, one atomic batch, a table the plugin owns.
+"""The default NAT backend: nftables, one atomic nfnetlink batch, a table the plugin owns.
 
-libnftables (the library behind `nft`) is loaded with ctypes by its fixed
-soname and runs in-process; where it is missing, `nft -f -` is spawned.
-Either acts on the network namespace the process is in when it is called.
+The plugin talks to nf_tables over NETLINK_NETFILTER itself (see
+nftables_netlink.py for the messages): no libnftables and no `nft` on the node,
+no parser, no cache. The socket acts on the network namespace the process is in
+when the backend method is called.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
+import errno
 from typing import Any, List, Optional, Union
 
-from .. import spawn
 from ..errors import NatError, NotAvailable
+from ..netlink import NetlinkError, Socket
 from ..state import Backend
-from .nftables_text import FAMILIES, TABLE, render_install, render_remove, rule_text
-from .rules import DnatRule, Rule, SnatRule
+from .nftables_netlink import Batch, decode_rule, dump_rules, get_table, message, nft_type, table_note
+from .nftables_text import FAMILIES, TABLE
+from .rules import Rule
 
-NFT_CTX_OUTPUT_JSON = 1 << 4
-_lib: Any = None
-# Contexts are freed by release() when the CNI command ends, not after each
+NETLINK_NETFILTER = 12
+SO_SNDBUFFORCE = 32
+_SOL_SOCKET, _SO_SNDBUF = 1, 7
+NFT_MSG_GETGEN = 16
+# Sockets are closed by release() when the CNI command ends, not after each
 # batch: closing a netfilter socket right after a commit waits for nf_tables to
 # free the transaction (an RCU grace period, 6-20 ms here); DEL deletes the
 # link during that time instead of waiting.
-_spent: List[Any] = []
-
-
-def _library() -> Any:
-    global _lib
-    if _lib is None:
-        import ctypes
-
-        try:
-            lib = ctypes.CDLL("libnftables.so.1")
-        except OSError:
-            _lib = False
-            return _lib
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
-        _lib = lib
-    return _lib
+_spent: List[Socket] = []
+__all__ = ["FAMILIES", "TABLE", "NftablesBackend", "nftables_present", "nftables_usable", "release"]
 
 
 def release() -> None:
-    """Free the libnftables contexts of this command (closing their netlink sockets)."""
+    """Close the netfilter sockets of this command."""
     while _spent:
-        _lib.nft_ctx_free(_spent.pop())
+        _spent.pop().close()
 
 
-def nft(commands: str, json_output: bool = False) -> str:
-    """Run an nft batch in the current network namespace; return its output or raise NatError."""
-    lib = _library()
-    if lib:
-        # At most one context alive at a time: libnftables before 1.0 (Debian 11's
-        # 0.9.8, bundled in the portable build) keeps global state that every
-        # nft_ctx_free tears down, so freeing two contexts that were alive at the
-        # same time aborts with a double free. Only the last batch of a command
-        # commits (ADD: list, install; DEL: note, list, remove), so its context is
-        # still the one left for release() at the end.
-        release()
-        ctx = lib.nft_ctx_new(0)
-        if not ctx:
-            raise NatError("failed to run nftables", "nft_ctx_new failed")
+def _socket() -> Socket:
+    try:
+        sock = Socket(NETLINK_NETFILTER)
+    except OSError as e:
+        raise NotAvailable("nftables is not available", f"no netfilter netlink socket: {e.strerror or e}") from e
+    _spent.append(sock)
+    return sock
+
+
+def _raw(msg_type: int, chunk: bytes) -> Optional[bytes]:
+    return chunk
+
+
+def _request(data: bytes, seq: int, last: Optional[int] = None, dump: bool = False) -> List[bytes]:
+    sock = _socket()
+    if len(data) > 200_000:  # a batch must fit the send buffer in one message (1000 rules: ~400 kB)
         try:
-            lib.nft_ctx_buffer_output(ctx)
-            lib.nft_ctx_buffer_error(ctx)
-            if json_output:
-                lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
-            rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
-            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode("utf-8", "replace")
-            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode("utf-8", "replace")
-        finally:
-            _spent.append(ctx)
-        if rc != 0:
-            raise NatError("nftables rejected the change", err.strip() or f"nft returned {rc}")
-        return out
-    tool = spawn.find_tool("nft")
-    if tool is None:
-        raise NotAvailable(
-            "nftables is not available", "neither libnftables.so.1 nor the nft tool was found on the node"
-        )
-    argv = (tool, "-j", "-f", "-") if json_output else (tool, "-f", "-")
-    status, out_b, err_b = spawn.run(argv, commands.encode())
-    if status != 0:
-        raise NatError("nftables rejected the change", err_b.decode("utf-8", "replace").strip())
-    return out_b.decode("utf-8", "replace")
+            sock.sock.setsockopt(_SOL_SOCKET, SO_SNDBUFFORCE, len(data) + 4096)
+        except OSError:
+            sock.sock.setsockopt(_SOL_SOCKET, _SO_SNDBUF, len(data) + 4096)
+    sock.sock.send(data)
+    replies, _ = sock.collect(seq, dump, _raw, last)
+    return replies
+
+
+def _batch(fill: Any) -> None:
+    """Send one batch built by fill(batch); raise NatError with the kernel's reason if it is refused."""
+    batch = Batch(1)
+    fill(batch)
+    data, last = batch.close()
+    try:
+        _request(data, 1, last)
+    except NetlinkError as e:
+        raise NatError("nftables rejected the change", str(e)) from e
+
+
+def _table(family: int) -> Optional[bytes]:
+    """Our table's NEWTABLE message in this family, or None when there is none."""
+    try:
+        replies = _request(get_table(1, family), 1)
+    except NetlinkError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise NatError("failed to read the nftables table", str(e)) from e
+    return replies[0] if replies else None
 
 
 class NftablesBackend:
@@ -103,103 +88,71 @@ class NftablesBackend:
 
     name = Backend.NFTABLES
 
+    def __enter__(self) -> NftablesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        release()  # the command's kernel work is done: closing the netfilter socket may wait now
+
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
-        nft(render_install(rules, families, note))
+        if '"' in note or "\n" in note:
+            raise ValueError("table note must not contain quotes or newlines")
+        _batch(lambda batch: [batch.install(rules, family, note) for family in families])
 
     def note(self, families: List[int]) -> Optional[str]:
         """The note stored with the rules at install time (the table comment), if any."""
         for family in families:
-            try:
-                out = nft(f"list table {FAMILIES[family]} {TABLE}")
-            except NatError:
-                continue
-            # nft 1.0.x leaves table comments out of its JSON output: read the text form.
-            match = re.search(r'^\s*comment "([^"]*)"', out, re.MULTILINE)
-            if match:
-                return match.group(1)
+            table = _table(family)
+            note = table_note(table) if table is not None else None
+            if note is not None:
+                return note
         return None
 
     def remove(self, families: List[int]) -> None:
-        nft(render_remove(families))
+        _batch(lambda batch: [batch.replace_table(family) for family in families])
 
-    def describe(self, rule: Rule) -> str:
-        return f"Added nftables rule: {rule_text(rule)}"
-
-    def exists(self, family: int) -> bool:
-        try:
-            nft(f"list table {FAMILIES[family]} {TABLE}", json_output=True)
-        except NatError:
-            return False
-        return True
-
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         """The rules in the plugin's tables (unrecognised ones as text), or None if no table exists."""
         found: List[Union[Rule, str]] = []
         any_table = False
         for family in families:
-            try:
-                out = nft(f"list table {FAMILIES[family]} {TABLE}", json_output=True)
-            except NatError:
+            if _table(family) is None:
                 continue
             any_table = True
-            for item in json.loads(out).get("nftables", []):
-                rule = item.get("rule")
-                if rule is not None:
-                    found.append(_parse_rule(family, rule))
+            try:
+                replies = _request(dump_rules(1, family), 1, dump=True)
+            except NetlinkError as e:
+                raise NatError("failed to read the nftables rules", str(e)) from e
+            found.extend(decode_rule(family, msg) for msg in replies)
         return found if any_table else None
 
-    def available(self) -> None:
-        """Raise NotAvailable when nftables cannot be used here."""
-        nft("list tables")
 
-
-def _parse_rule(family: int, rule: Any) -> Union[Rule, str]:
-    """Map an nft JSON rule back to our rule types; anything else is returned as a short text."""
-    exprs = rule.get("expr", [])
-    iface = proto = None
-    port = None
+def _generation() -> None:
+    """Ask nf_tables for its ruleset generation: read-only, and it fails where nf_tables is missing."""
     try:
-        for expr in exprs:
-            if "match" in expr:
-                left, right = expr["match"]["left"], expr["match"]["right"]
-                if "meta" in left and left["meta"]["key"] in ("iifname", "oifname"):
-                    iface = (left["meta"]["key"], right)
-                elif "payload" in left and left["payload"].get("field") == "dport":
-                    proto, port = left["payload"]["protocol"], int(right)
-                else:
-                    raise ValueError
-            elif "dnat" in expr and iface and iface[0] == "iifname" and rule["chain"] == "prerouting":
-                d = expr["dnat"]
-                return DnatRule(
-                    family=family,
-                    in_iface=iface[1],
-                    to_addr=ipaddress.ip_address(d["addr"]),
-                    protocol=proto,
-                    port=port,
-                    to_port=int(d["port"]) if "port" in d else None,
-                )
-            elif "snat" in expr and iface and iface[0] == "oifname" and rule["chain"] == "postrouting":
-                if proto is not None or "port" in expr["snat"]:
-                    raise ValueError
-                return SnatRule(family=family, out_iface=iface[1], to_addr=ipaddress.ip_address(expr["snat"]["addr"]))
-            else:
-                raise ValueError
-    except (KeyError, TypeError, ValueError):
-        pass
-    return f"{rule.get('chain', '?')}: " + json.dumps(exprs)[:200]
+        _request(message(nft_type(NFT_MSG_GETGEN), 1 | 0x4, 1, 0, b""), 1)
+    except NetlinkError as e:
+        raise NotAvailable("nftables is not available", f"the kernel refused nf_tables requests: {e}") from e
 
 
 def nftables_present() -> bool:
-    """True when nft rules can be loaded here (library or tool), without touching any ruleset."""
-    return bool(_library()) or spawn.find_tool("nft") is not None
+    """True when the kernel answers nf_tables requests, without touching any ruleset."""
+    try:
+        _generation()
+    except NotAvailable:
+        return False
+    return True
+
+
+def nftables_problem() -> Optional[str]:
+    """Why nftables does not work in the current namespace (None when it does), and what to do about it."""
+    try:
+        _generation()
+    except NotAvailable as e:
+        return f"{e.details} (the node's kernel needs nf_tables: modprobe nf_tables)"
+    return None
 
 
 def nftables_usable() -> bool:
     """True when nftables works in the current namespace (the kernel may lack nf_tables)."""
-    if not nftables_present():
-        return False
-    try:
-        nft("list tables")
-    except (NatError, NotAvailable):
-        return False
-    return True
+    return nftables_problem() is None

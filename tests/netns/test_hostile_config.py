@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator
 
 import pytest
 
@@ -22,7 +22,7 @@ from egress_router_cni.state import owner_id
 from tests import oracle
 from tests.cni import IFNAME, Outcome, Plugin, plugin_command, router_config, with_ip, with_prev_result
 from tests.netns.test_bad_input import assert_cni_error
-from tests.topology import Pod, Topology, ip
+from tests.topology import RESERVED_IP, Pod, Topology, ip, parse_reply
 
 pytestmark = pytest.mark.netns
 
@@ -30,24 +30,25 @@ DEFAULT_LOG = Path("/tmp/egress-router-log")
 VICTIM_BYTES = 11 * 1000 * 1000  # above the 10 MiB rotation threshold
 
 
-@pytest.fixture
-def outside_dir() -> Iterator[Path]:
-    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
-    path = Path(tempfile.mkdtemp(prefix="ert-victim-", dir="/var/tmp"))
+def temp_dir(prefix: str, parent: str) -> Iterator[Path]:
+    """A fresh directory under PARENT, removed afterwards whatever happened."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_dir() -> Iterator[Path]:
+    """A directory outside /tmp and /var/log, where no config may make the plugin write or rename."""
+    yield from temp_dir("ert-victim-", "/var/tmp")
 
 
 @pytest.fixture
 def log_dir() -> Iterator[Path]:
     """A directory the rules accept: /tmp/egress-router-*."""
-    path = Path(tempfile.mkdtemp(prefix="egress-router-test-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from temp_dir("egress-router-test-", "/tmp")
 
 
 def big_file(path: Path) -> None:
@@ -63,14 +64,20 @@ def failing_add(plugin: Plugin, pod: Pod, log_file: str) -> Outcome:
     return outcome
 
 
-def assert_refused(outcome: Outcome, path: str) -> None:
+def refusals(path: str) -> int:
+    """How many [error] lines in the default log name PATH as refused.
+
+    The default log is shared with every other plugin run on this machine (and may rotate meanwhile).
+    """
+    text = "".join(p.read_text(errors="replace") for p in (DEFAULT_LOG, Path(f"{DEFAULT_LOG}.1")) if p.exists())
+    return sum("[error] refusing log_file" in line and repr(path) in line for line in text.splitlines())
+
+
+def assert_refused(outcome: Outcome, path: str, earlier: int = 0) -> None:
     """One warning on stderr, and an [error] line naming the refused path in the default log."""
     warnings = [line for line in outcome.stderr.splitlines() if "refusing log_file" in line]
     assert len(warnings) == 1 and repr(path) in warnings[0], outcome.describe()
-    lines = DEFAULT_LOG.read_text(errors="replace").splitlines()
-    assert any("[error] refusing log_file" in line and repr(path) in line for line in lines[-200:]), (
-        f"no [error] line for {path} in {DEFAULT_LOG}"
-    )
+    assert refusals(path) > earlier, f"no new [error] line for {path} in {DEFAULT_LOG}"
 
 
 # --- finding 1: log_file ---------------------------------------------------------------------------
@@ -135,10 +142,11 @@ def test_log_file_in_proc_sys_is_never_written(topology: Topology, pod: Pod) -> 
     script = 'hostname ert-uts-probe; "$@"; rc=$?; echo "hostname-after=$(hostname)" >&2; exit $rc'
     plugin = Plugin(topology.node, ["unshare", "--uts", "sh", "-c", script, "sh", *plugin_command()])
     path = "/proc/sys/kernel/hostname"
+    earlier = refusals(path)
     outcome = plugin.add(router_config("1.0.0", path, interfaceArgs={"master": "nosuch0"}), pod.path)
     assert_cni_error(outcome, 7)
     assert "hostname-after=ert-uts-probe" in outcome.stderr, outcome.describe()
-    assert_refused(outcome, path)
+    assert_refused(outcome, path, earlier)
 
 
 def test_log_file_through_a_symlinked_directory_is_refused(
@@ -298,3 +306,92 @@ def test_only_namespace_files_are_opened(
     outcome = plugin.run("ADD", router_config("1.0.0", str(log_file)), str(path))
     assert_cni_error(outcome, 3)
     assert "not a network namespace" in outcome.stdout
+
+
+# --- finding 4: an address someone already uses ------------------------------------------------------
+
+TAKEN_IP = "192.168.12.50"
+
+
+@pytest.fixture
+def taken_address(topology: Topology) -> Iterator[str]:
+    """A LAN host (the lan namespace) already holds TAKEN_IP; yields that host's MAC."""
+    ip(topology.lan, "addr", "add", f"{TAKEN_IP}/24", "dev", "lan-node")
+    try:
+        lan_node = oracle.link(topology.lan, "lan-node")
+        assert lan_node is not None
+        yield str(lan_node["address"])
+    finally:
+        ip(topology.lan, "addr", "del", f"{TAKEN_IP}/24", "dev", "lan-node")
+
+
+def acd_config(log_file: Path, address: str, **changes: object) -> Dict[str, object]:
+    conf = with_ip(router_config("1.0.0", str(log_file), **changes), addresses=[f"{address}/24"])
+    return conf
+
+
+def test_a_taken_address_is_refused_and_the_pod_left_as_it_was(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    pod_before, node_before = oracle.snapshot(pod.ns), oracle.snapshot(topology.node)
+    outcome = plugin.add(acd_config(log_file, TAKEN_IP, addressConflictDetection=True), pod.path)
+    assert_cni_error(outcome, 101)
+    details = outcome.document()["details"]
+    assert TAKEN_IP in details and taken_address in details, outcome.describe()
+    assert not oracle.snapshot_diff(pod_before, oracle.snapshot(pod.ns)), "the pod changed"
+    assert not oracle.snapshot_diff(node_before, oracle.snapshot(topology.node)), "the node changed"
+
+
+def test_without_detection_a_taken_address_is_not_noticed(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    """Default off (ADD latency): the README's warning stands; the node policy can turn it on."""
+    conf = acd_config(log_file, TAKEN_IP)
+    assert plugin.add(conf, pod.path).returncode == 0
+    assert plugin.delete(conf, pod.path).returncode == 0
+
+
+def test_the_node_policy_turns_detection_on(
+    pod: Pod, plugin: Plugin, log_file: Path, taken_address: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"addressConflictDetection": true}')
+    outcome = plugin.run("ADD", acd_config(log_file, TAKEN_IP), pod.path, env={"EGRESS_ROUTER_POLICY": str(policy)})
+    assert_cni_error(outcome, 101)
+
+
+def test_a_free_address_passes_the_probe_and_traffic_flows(
+    topology: Topology, pod: Pod, plugin: Plugin, log_file: Path, taken_address: str
+) -> None:
+    conf = acd_config(log_file, RESERVED_IP, addressConflictDetection=True, addressConflictDetectionWindowMs=300)
+    outcome = plugin.add(conf, pod.path)
+    assert outcome.returncode == 0, outcome.describe()
+    try:
+        assert f"Probed {RESERVED_IP} on net1 for 300 ms: free" in log_file.read_text()
+        reply = parse_reply(topology.request("tcp", 8080))
+        assert (reply["peer_ip"], reply["local"]) == (RESERVED_IP, "203.0.113.26:80"), reply
+        # Taken down for the probe and up again: the kernel still announced the address (arp_notify).
+        neighbours = oracle.ip_json(topology.lan, "neigh", "show", RESERVED_IP)
+        assert neighbours and neighbours[0]["lladdr"] == oracle.link(pod.ns, IFNAME)["address"]  # type: ignore[index]
+    finally:
+        assert plugin.delete(conf, pod.path).returncode == 0
+
+
+@pytest.mark.parametrize("phase", ["before", "after"])
+def test_a_failure_around_the_probe_leaves_the_pod_unchanged(
+    topology: Topology, pod: Pod, log_file: Path, phase: str
+) -> None:
+    """The probe is an ADD step like the others: the link it brought up and down goes with the rollback."""
+    from egress_router_cni import add
+    from tests.netns.test_reliability import InjectedFault, assert_same, cmd_args, full_snapshot, inside
+
+    conf = router_config("1.0.0", str(log_file), addressConflictDetection=True, addressConflictDetectionWindowMs=20)
+    before = full_snapshot(pod.ns)
+
+    def hook(at: str, name: str) -> None:
+        if (at, name) == (phase, "conflict-probe"):
+            raise InjectedFault(f"{phase} conflict-probe")
+
+    with inside(f"/run/netns/{topology.node}"), pytest.raises(InjectedFault):
+        add.cmd_add(cmd_args("ADD", conf, pod, uuid.uuid4().hex), hook=hook)
+    assert_same(before, full_snapshot(pod.ns), f"ADD failing {phase} the conflict probe")

@@ -154,4 +154,4 @@ def test_inspect_target_is_a_usage_error(args: List[str]) -> None:
 
     result = CliRunner().invoke(cli, ["inspect", *args])
     assert result.exit_code == 2
-    assert "exactly one of --netns, --pid or --container-id" in result.output
+    assert "exactly one of --netns, --pid, --container-id or --all" in result.output

@@ -8,8 +8,6 @@ violation as a difference (code 105).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -18,6 +16,7 @@ import pytest
 from tests import oracle
 from tests.cni import Config, Outcome, Plugin, router_config, with_ip, with_prev_result
 from tests.netns.test_bad_input import assert_cni_error
+from tests.netns.test_hostile_config import temp_dir
 from tests.topology import MASTER, RESERVED_IP, Pod, Topology
 
 pytestmark = pytest.mark.netns
@@ -188,11 +187,7 @@ def test_del_is_never_refused_and_check_reports_the_violation(
 
 @pytest.fixture
 def var_tmp_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ert-logs-", dir="/var/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    yield from temp_dir("ert-logs-", "/var/tmp")
 
 
 def test_log_directories_replace_the_default_list(pod: Pod, node: Node, log_file: Path, var_tmp_dir: Path) -> None:

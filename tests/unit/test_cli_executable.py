@@ -53,4 +53,4 @@ def test_validate_error_is_a_json_record_with_log_format_json() -> None:
 def test_usage_error_exits_2() -> None:
     proc = run(["inspect"])
     assert proc.returncode == 2
-    assert "exactly one of --netns, --pid or --container-id" in proc.stderr
+    assert "exactly one of --netns, --pid, --container-id or --all" in proc.stderr

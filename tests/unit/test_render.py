@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -374,8 +375,9 @@ def test_router_objects_validate_against_the_api(case: str) -> None:
 
 
 @pytest.mark.parametrize("namespace", [None, "kube-system"])
-def test_installer_objects_validate_against_the_api(namespace: Optional[str]) -> None:
-    for obj in render_installer(INSTALLER_IMAGE, namespace, "/var/lib/cni/bin").objects:
+@pytest.mark.parametrize("policy", [None, '{"allowedModes": ["bridge"]}'])
+def test_installer_objects_validate_against_the_api(namespace: Optional[str], policy: Optional[str]) -> None:
+    for obj in render_installer(INSTALLER_IMAGE, namespace, "/var/lib/cni/bin", policy).objects:
         _validate_k8s(obj)
 
 
@@ -670,7 +672,7 @@ def test_cli_without_pyyaml_falls_back_to_json(runner: CliRunner, monkeypatch: p
     result = runner.invoke(cli, ["render"], input=json.dumps(example()))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["kind"] == "List"
-    assert "PyYAML is not installed, writing JSON instead (pip install 'egress-router-cni[k8s]'" in result.stderr
+    assert "PyYAML is not installed, writing JSON instead (pip install PyYAML for YAML)" in result.stderr
     yaml_input = runner.invoke(cli, ["render", str(EXAMPLE)])
     assert yaml_input.exit_code == 1
     assert "reading YAML needs PyYAML" in yaml_input.stderr
@@ -699,3 +701,57 @@ def test_cli_yaml_and_json_outputs_hold_the_same_objects(runner: CliRunner) -> N
     as_json = runner.invoke(cli, ["render", "-o", "json"], input=json.dumps(obj))
     assert as_yaml.exit_code == as_json.exit_code == 0
     assert list(yaml.safe_load_all(as_yaml.stdout)) == json.loads(as_json.stdout)["items"]
+
+
+# --------------------------------------------------------------------------- installer --policy (issue 13)
+
+POLICY_EXAMPLE = Path(__file__).resolve().parents[2] / "conf" / "policy.json"
+
+
+def test_golden_installer_with_policy() -> None:
+    pytest.importorskip("yaml")
+    args = ["render", "--installer", "--image", INSTALLER_IMAGE, "--policy", str(POLICY_EXAMPLE)]
+    result = make_runner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    _check_golden("installer-policy.yaml", result.stdout)
+
+
+def test_installer_policy_ships_a_configmap_copied_to_the_host() -> None:
+    policy = POLICY_EXAMPLE.read_text()
+    objects = render_installer(INSTALLER_IMAGE, policy=policy).objects
+    assert by_kind(objects, "ConfigMap")["data"] == {"policy.json": policy}
+    pod = by_kind(objects, "DaemonSet")["spec"]["template"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["policy-source"]["configMap"]["name"] == "egress-router-policy"
+    assert volumes["policy-dir"]["hostPath"]["path"] == "/etc/egress-router"
+    # A changed policy changes the pod template: `kubectl apply` rolls it out to every node.
+    other = render_installer(INSTALLER_IMAGE, policy=policy.replace("ens4", "ens5")).objects
+    assert other[-1]["spec"]["template"]["metadata"] != pod["metadata"]
+
+
+def test_installer_without_policy_renders_no_configmap() -> None:
+    assert not [o for o in render_installer(INSTALLER_IMAGE).objects if o["kind"] == "ConfigMap"]
+
+
+def test_installer_refuses_an_invalid_policy() -> None:
+    with pytest.raises(RenderError, match="invalid node policy: unknown key 'allowedMode'"):
+        render_installer(INSTALLER_IMAGE, policy='{"allowedMode": ["bridge"]}')
+
+
+def test_installer_policy_script_installs_root_owned_0644_by_rename(tmp_path: Path) -> None:
+    from egress_router_cni.k8s.render import POLICY_SCRIPT
+
+    source, target = tmp_path / "source", tmp_path / "host"
+    source.mkdir()
+    target.mkdir()
+    (source / "policy.json").write_text('{"allowedModes": ["bridge"]}')
+    (target / "policy.json").write_text("{}")
+    os.chmod(target / "policy.json", 0o600)
+    before = (target / "policy.json").stat().st_ino
+    env = {"POLICY_SOURCE": str(source), "POLICY_DIR": str(target), "PATH": os.environ["PATH"]}
+    subprocess.run(["sh", "-c", "set -eu\n" + POLICY_SCRIPT], env=env, check=True, capture_output=True)
+    installed = target / "policy.json"
+    assert installed.read_text() == '{"allowedModes": ["bridge"]}'
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o644
+    assert installed.stat().st_ino != before, "replaced by rename, not rewritten in place"
+    assert sorted(p.name for p in target.iterdir()) == ["policy.json"]
