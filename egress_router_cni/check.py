@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 from . import sysctl
 from .cmdargs import CmdArgs
@@ -11,7 +11,7 @@ from .errors import CheckFailed, InvalidConfig
 from .invocation import logged, master_of, open_log
 from .link import LinkInfo, get_link
 from .log import PluginLog
-from .nat import NatBackend, recorded_backend
+from .nat import NatBackend, recorded_backend, spell
 from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
@@ -49,79 +49,103 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, args.ifname)
-            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
-            problems = verify(pod, backend, conf, args.ifname, args.container_id, master, rules, iface.mac)
+            with recorded_backend(link.state() if link else None, conf.nat_backend) as backend:
+                expected = Expected(args.ifname, rules, args.container_id, master, iface.mac)
+                problems = verify(pod, backend, conf, expected)
             problems += node_policy().violations(conf, master.name)
     if problems:
         raise CheckFailed("egress router check failed", "; ".join(problems))
     log.debug("CHECK passed")
 
 
-def verify(
-    pod: Netlink,
-    backend: NatBackend,
-    conf: NetConf,
-    ifname: str,
-    container_id: Optional[str],
-    master: Optional[LinkInfo],
-    rules: List[Rule],
-    mac: str = "",
-) -> List[str]:
-    """Compare the pod's state with what ADD sets up; return the differences in words."""
-    link = get_link(pod, ifname)
+class Expected(NamedTuple):
+    """What CHECK compares the pod with, beside the config."""
+
+    ifname: str
+    rules: List[Rule]
+    container_id: Optional[str] = None  # None: any owner (inspect without a container id)
+    master: Optional[LinkInfo] = None  # None: any master
+    mac: str = ""  # "": any MAC
+
+
+def verify(pod: Netlink, backend: NatBackend, conf: NetConf, expected: Expected) -> List[str]:
+    """Compare the pod's state with what ADD sets up; return the differences in words (none: it matches)."""
+    link = get_link(pod, expected.ifname)
     if link is None:
-        return [f"interface {ifname!r} not found in the pod"]
-    problems = []
+        return [f"interface {expected.ifname!r} not found in the pod"]
+    return (
+        _link_problems(link, conf, expected)
+        + _address_problems(pod, link, conf)
+        + _route_problems(pod, link, conf)
+        + _forwarding_problems(conf)
+        + _nat_problems(backend, conf, expected.rules)
+    )
+
+
+def _link_problems(link: LinkInfo, conf: NetConf, expected: Expected) -> List[str]:
+    ifname, problems = link.name, []
     state = link.state()
     if link.kind != "macvlan":
         problems.append(f"{ifname!r} is a {link.kind or 'plain'} link, not a macvlan")
-    if state is None or (container_id is not None and state.owner != owner_id(container_id)):
+    if state is None or (expected.container_id is not None and state.owner != owner_id(expected.container_id)):
         problems.append(f"{ifname!r} was not created by egress-router for this container")
     if link.macvlan_mode != MACVLAN_MODES[conf.mode]:
         problems.append(f"{ifname!r} macvlan mode is {link.macvlan_mode}, expected {conf.mode}")
-    if master is not None and link.parent_index != master.index:
-        problems.append(f"{ifname!r} is not attached to master {master.name!r}")
-    if mac and link.mac.lower() != mac.lower():
-        problems.append(f"{ifname!r} MAC is {link.mac}, prevResult says {mac}")
+    if expected.master is not None and link.parent_index != expected.master.index:
+        problems.append(f"{ifname!r} is not attached to master {expected.master.name!r}")
+    if expected.mac and link.mac.lower() != expected.mac.lower():
+        problems.append(f"{ifname!r} MAC is {link.mac}, prevResult says {expected.mac}")
     if not link.up:
         problems.append(f"{ifname!r} is down")
+    return problems
+
+
+def _address_problems(pod: Netlink, link: LinkInfo, conf: NetConf) -> List[str]:
     present = addresses_of(pod, link.index)
-    for address in conf.addresses:
-        if str(address) not in present:
-            problems.append(f"address {address} missing on {ifname!r}")
+    return [f"address {a} missing on {link.name!r}" for a in conf.addresses if str(a) not in present]
+
+
+def _route_problems(pod: Netlink, link: LinkInfo, conf: NetConf) -> List[str]:
+    problems = []
     for gateway in conf.gateways:
         routes = list_routes(pod, gateway.version, MAIN_TABLE)
         host_dst = f"{gateway}/{32 if gateway.version == 4 else 128}"
         if not any(r.dst == host_dst and r.oif == link.index for r in routes):
-            problems.append(f"route to gateway {gateway} on {ifname!r} missing")
+            problems.append(f"route to gateway {gateway} on {link.name!r} missing")
         defaults = [r for r in routes if r.dst is None]
         if not any(r.gateway == str(gateway) and r.oif == link.index for r in defaults):
-            problems.append(f"default route via {gateway} dev {ifname} missing")
+            problems.append(f"default route via {gateway} dev {link.name} missing")
         if any(r.oif != link.index for r in defaults):
             problems.append(f"another IPv{gateway.version} default route competes with the router's")
+    return problems
+
+
+def _forwarding_problems(conf: NetConf) -> List[str]:
+    problems = []
     for family in conf.routed_families():
         value = sysctl.read(sysctl.FORWARDING[family])
         if value != "1":
             problems.append(f"{sysctl.FORWARDING[family].replace('/', '.')} is {value}, expected 1")
-    installed = backend.list(list(conf.routed_families()))
-    if installed is None:
-        problems.append("NAT table egress_cni missing")
-    else:
-        # Sets: a config may hold thousands of destinations, and CHECK must stay linear.
-        wanted, present_rules = set(rules), set(installed)
-        missing = [r for r in rules if r not in present_rules]
-        unexpected = [r for r in installed if r not in wanted]
-        if missing or unexpected or installed != rules:
-            describe = backend.describe
-            detail = []
-            if missing:
-                detail.append("missing " + ", ".join(describe(r).split(": ", 1)[1] for r in missing))
-            if unexpected:
-                detail.append(
-                    "unexpected "
-                    + ", ".join(r if isinstance(r, str) else describe(r).split(": ", 1)[1] for r in unexpected)
-                )
-            if not detail:
-                detail.append("rules are out of order")
-            problems.append("NAT rules differ: " + "; ".join(detail))
     return problems
+
+
+def _nat_problems(backend: NatBackend, conf: NetConf, rules: List[Rule]) -> List[str]:
+    installed = backend.installed(list(conf.routed_families()))
+    if installed is None:
+        return ["NAT table egress_cni missing"]
+    # Sets: a config may hold thousands of destinations, and CHECK must stay linear.
+    wanted, present = set(rules), set(installed)
+    missing = [r for r in rules if r not in present]
+    unexpected = [r for r in installed if r not in wanted]
+    if not missing and not unexpected and installed == rules:
+        return []
+    detail = []
+    if missing:
+        detail.append("missing " + ", ".join(spell(backend.name, r) for r in missing))
+    if unexpected:
+        detail.append(
+            "unexpected " + ", ".join(r if isinstance(r, str) else spell(backend.name, r) for r in unexpected)
+        )
+    if not detail:
+        detail.append("rules are out of order")
+    return ["NAT rules differ: " + "; ".join(detail)]

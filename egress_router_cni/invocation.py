@@ -9,7 +9,6 @@ from .config import NetConf
 from .errors import CniError, InvalidConfig
 from .link import LinkInfo, resolve_master
 from .log import PluginLog
-from .nat import release_contexts
 from .netlink import Netlink
 from .policy import node_policy
 from .route import default_routes
@@ -44,7 +43,6 @@ def logged(command: str, log: PluginLog, fn: Callable[[], Any]) -> Any:
         log.error(f"CNI {command} failed with an internal error: {traceback.format_exc()}")
         raise
     finally:
-        release_contexts()
         log.close()
 
 

@@ -229,12 +229,9 @@ def readable_log(path: str) -> bool:
 
 def rule_spelling(backend: str, rule: Union[Rule, str]) -> str:
     """A rule as the backend's log line spells it ('Added nftables rule: ...'); unparsed rules as they came."""
-    from .nat.nftables_text import rule_text
-    from .nat.rules import iptables_spelling
+    from .nat import spell
 
-    if isinstance(rule, str):
-        return rule
-    return rule_text(rule) if backend == Backend.NFTABLES.value else iptables_spelling(rule)
+    return rule if isinstance(rule, str) else spell(Backend(backend), rule)
 
 
 def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
@@ -244,8 +241,8 @@ def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
     rules: Dict[str, List[Union[Rule, str]]] = {}
     for name in Backend:
         try:
-            backend = get_backend(name)
-            found = backend.list(list(FAMILIES))
+            with get_backend(name) as backend:
+                found = backend.installed(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:

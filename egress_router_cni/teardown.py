@@ -7,6 +7,7 @@ rules' note say what to undo, and whose it is.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -102,7 +103,7 @@ def _remove_nat(backend: NatBackend, note: Optional[RouterState], owner: str, lo
     if note is not None and note.owner != owner:
         log.debug(f"{backend.name} NAT rules belong to another attachment: left in place")
         return
-    if backend.list(list(FAMILIES)) is not None:
+    if backend.installed(list(FAMILIES)) is not None:
         backend.remove(list(FAMILIES))
         log.debug(f"Deleted {backend.name} NAT rules")
 
@@ -173,8 +174,8 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -
     owner = owner_id(args.container_id)
     with ns:
         ns.enter()
-        with Netlink() as pod:
+        with Netlink() as pod, ExitStack() as backends_open:
             owned = find_owned_links(pod, owner, log.debug)
-            backends = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
-            teardown(pod, backends, owner, log)
+            found = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
+            teardown(pod, [backends_open.enter_context(b) for b in found], owner, log)
     log.verbose("CNI DEL done")

@@ -15,7 +15,7 @@ from .output import escaped, report
 
 def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any) -> Any:
     """Run CHECK's verification against the config given or the one libcni cached."""
-    from ..check import verify
+    from ..check import Expected, verify
     from ..config import parse_netconf
     from ..link import get_link
     from ..nat import recorded_backend
@@ -35,9 +35,9 @@ def _check(view: Any, netns: str, config: Optional[Dict[str, Any]], cached: Any)
         ns.enter()
         with Netlink() as pod:
             link = get_link(pod, ifname)
-            backend = recorded_backend(link.state() if link else None, conf.nat_backend)
             container = cached.container_id if cached is not None else None
-            return verify(pod, backend, conf, ifname, container, None, rules)
+            with recorded_backend(link.state() if link else None, conf.nat_backend) as backend:
+                return verify(pod, backend, conf, Expected(ifname, rules, container))
 
 
 def _echo(text: str) -> None:

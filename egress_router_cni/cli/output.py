@@ -20,6 +20,11 @@ def _format() -> str:
     return "text"
 
 
+def echo(text: str) -> None:
+    """click.echo for human output whose content is not ours."""
+    click.echo(escaped(text))
+
+
 def report(level: str, event: str, **fields: Any) -> None:
     """Write one message to stderr: 'LEVEL: event' or, with --log-format json, a JSON record."""
     if _format() == "json":
@@ -41,7 +46,7 @@ def report(level: str, event: str, **fields: Any) -> None:
     text = f"{level}: {event}" + (f": {details}" if details else "")
     text += "".join(f" ({k}: {v})" for k, v in fields.items())
     text += f" (CNI error code {code})" if code is not None else ""
-    click.echo(text, err=True)
+    click.echo(escaped(text), err=True)
 
 
 def escaped(text: str) -> str:

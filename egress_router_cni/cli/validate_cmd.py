@@ -10,7 +10,7 @@ import click
 
 from ..config import NetConf, decode_json, parse_netconf
 from ..errors import CniError, DecodingFailure, ErrorCode
-from .output import report
+from .output import echo, report
 
 
 def _load_document(data: bytes) -> Dict[str, Any]:
@@ -95,14 +95,14 @@ def validate(config: IO[bytes], ifname: str, output: str, policy_file: Optional[
             )
         )
         return
-    click.echo(f"valid: network {conf.name!r}, cniVersion {conf.cni_version}")
-    click.echo(f"  reserved addresses: {', '.join(str(a) for a in conf.addresses)}")
-    click.echo(f"  gateways:           {', '.join(str(g) for g in conf.gateways)}")
-    click.echo(f"  master:             {conf.master or '(the node interface holding the default route)'}")
-    click.echo(f"  macvlan mode:       {conf.mode}; mtu {conf.mtu or 'of the master'}")
-    click.echo("NAT rules (nftables):")
+    echo(f"valid: network {conf.name!r}, cniVersion {conf.cni_version}")
+    echo(f"  reserved addresses: {', '.join(str(a) for a in conf.addresses)}")
+    echo(f"  gateways:           {', '.join(str(g) for g in conf.gateways)}")
+    echo(f"  master:             {conf.master or '(the node interface holding the default route)'}")
+    echo(f"  macvlan mode:       {conf.mode}; mtu {conf.mtu or 'of the master'}")
+    echo("NAT rules (nftables):")
     for rule in rules:
-        click.echo(f"  {rule_text(rule)}")
+        echo(f"  {rule_text(rule)}")
 
 
 def _check_policy(path: str, conf: NetConf) -> None:

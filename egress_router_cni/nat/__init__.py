@@ -1,38 +1,57 @@
-"""NAT backends behind one small interface."""
+"""NAT backends behind one small interface, and the spelling of a rule in each backend's syntax.
+
+A backend is used as a context manager: what it keeps open during a command
+(nftables: its netfilter socket) is released when the block ends, after the
+command's other kernel work, so that closing it never delays that work.
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import List, Optional, Protocol, Union
+from types import TracebackType
+from typing import List, Optional, Protocol, Type, Union
 
 from ..errors import NotAvailable
 from ..state import Backend, RouterState
-from .rules import Rule
+from .nftables_text import rule_text
+from .rules import Rule, iptables_spelling
 
 
 class NatBackend(Protocol):
+    """The router's NAT rules in one backend; every method acts on the current network namespace."""
+
     name: Backend
 
-    def install(self, rules: List[Rule], families: List[int], note: str = "") -> None: ...
+    def __enter__(self) -> NatBackend: ...
 
-    def note(self, families: List[int]) -> Optional[str]: ...
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None: ...
 
-    def remove(self, families: List[int]) -> None: ...
+    def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
+        """Replace the plugin's rules of these families with rules, atomically per family; note goes with them."""
 
-    def describe(self, rule: Rule) -> str: ...
+    def note(self, families: List[int]) -> Optional[str]:
+        """The note stored with the rules at install time, or None when there is none."""
 
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]: ...
+    def remove(self, families: List[int]) -> None:
+        """Remove every rule (and table) of the plugin in these families; nothing there is not an error."""
 
-    def available(self) -> None: ...
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+        """The plugin's rules (unrecognised ones as text), or None when nothing of the plugin is installed.
+
+        "Nothing" is the same for both backends: no egress_cni table (nftables),
+        no rule carrying the plugin's comment (iptables). An nftables table
+        without rules is something: an empty list.
+        """
 
 
 def get_backend(name: str) -> NatBackend:
     """The backend for a natBackend value, imported lazily; call "auto" inside the pod namespace."""
-    if name == "nftables":
+    if name == Backend.NFTABLES:
         from .nftables import NftablesBackend
 
         return NftablesBackend()
-    if name == "iptables":
+    if name == Backend.IPTABLES:
         from .iptables import IptablesBackend
 
         return IptablesBackend()
@@ -65,8 +84,6 @@ def recorded_backend(state: Optional[RouterState], configured: str) -> NatBacken
     return get_backend(state.nat if state is not None and state.nat is not None else configured)
 
 
-def release_contexts() -> None:
-    """Close what a backend kept open during the command (see nftables.release)."""
-    nftables = sys.modules.get(__name__ + ".nftables")
-    if nftables is not None:
-        nftables.release()
+def spell(backend: Backend, rule: Rule) -> str:
+    """rule in the backend's own syntax, as `nft list` or `iptables -S` would show it."""
+    return rule_text(rule) if backend is Backend.NFTABLES else iptables_spelling(rule)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
 from ..state import Backend
-from .rules import DnatRule, Rule, SnatRule, dnat_target, iptables_spelling
+from .rules import DnatRule, Rule, SnatRule, dnat_target
 
 COMMENT_PREFIX = "egress-router "
 XTABLES_LOCK = "/run/xtables.lock"
@@ -209,6 +209,12 @@ class IptablesBackend:
     def __init__(self) -> None:
         self.iptc = load_iptc()
 
+    def __enter__(self) -> IptablesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # every operation ran in a child that has exited: nothing is left open
+
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         note = note or COMMENT_PREFIX.strip()
         with xtables_lock():
@@ -221,9 +227,6 @@ class IptablesBackend:
             for family in families:
                 _in_child(partial(_remove_family, self.iptc, family))
 
-    def describe(self, rule: Rule) -> str:
-        return f"Added iptables rule: {iptables_spelling(rule)}"
-
     def note(self, families: List[int]) -> Optional[str]:
         for family in families:
             text = _in_child(partial(_note_family, self.iptc, family))
@@ -231,15 +234,12 @@ class IptablesBackend:
                 return str(text)
         return None
 
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         found: List[Union[Rule, str]] = []
         for family in families:
             for item in _in_child(partial(_list_family, self.iptc, family)) or []:
                 found.append(item if isinstance(item, str) else _rule_from_json(item))
         return found or None
-
-    def available(self) -> None:
-        _in_child(partial(_available, self.iptc))
 
 
 def _in_child(fn: Callable[[], Any]) -> Any:
@@ -285,10 +285,6 @@ def _in_child(fn: Callable[[], Any]) -> Any:
         cls = NotAvailable if reply["error"] == "NotAvailable" else NatError
         raise cls(reply["msg"], reply["details"])
     return reply["ok"]
-
-
-def _available(iptc: Any) -> None:
-    _table(iptc, 4)
 
 
 def _table(iptc: Any, family: int) -> Any:

@@ -15,7 +15,7 @@ from ..errors import NatError, NotAvailable
 from ..netlink import NetlinkError, Socket
 from ..state import Backend
 from .nftables_netlink import Batch, decode_rule, dump_rules, get_table, message, nft_type, table_note
-from .nftables_text import FAMILIES, TABLE, rule_text
+from .nftables_text import FAMILIES, TABLE
 from .rules import Rule
 
 NETLINK_NETFILTER = 12
@@ -88,6 +88,12 @@ class NftablesBackend:
 
     name = Backend.NFTABLES
 
+    def __enter__(self) -> NftablesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        release()  # the command's kernel work is done: closing the netfilter socket may wait now
+
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
         if '"' in note or "\n" in note:
             raise ValueError("table note must not contain quotes or newlines")
@@ -105,13 +111,7 @@ class NftablesBackend:
     def remove(self, families: List[int]) -> None:
         _batch(lambda batch: [batch.replace_table(family) for family in families])
 
-    def describe(self, rule: Rule) -> str:
-        return f"Added nftables rule: {rule_text(rule)}"
-
-    def exists(self, family: int) -> bool:
-        return _table(family) is not None
-
-    def list(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+    def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
         """The rules in the plugin's tables (unrecognised ones as text), or None if no table exists."""
         found: List[Union[Rule, str]] = []
         any_table = False
@@ -125,10 +125,6 @@ class NftablesBackend:
                 raise NatError("failed to read the nftables rules", str(e)) from e
             found.extend(decode_rule(family, msg) for msg in replies)
         return found if any_table else None
-
-    def available(self) -> None:
-        """Raise NotAvailable when nftables cannot be used here (no nf_tables in the kernel)."""
-        _generation()
 
 
 def _generation() -> None:

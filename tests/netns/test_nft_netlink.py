@@ -73,9 +73,9 @@ def _backend(ns: str, method: str, *args: Any) -> Any:
     with NetNS(f"{NETNS_DIR}/{ns}") as handle:
         handle.enter()
         try:
-            return getattr(nftables.NftablesBackend(), method)(*args)
+            with nftables.NftablesBackend() as backend:  # releases its socket on the way out
+                return getattr(backend, method)(*args)
         finally:
-            nftables.release()
             handle.leave()
 
 
@@ -86,16 +86,16 @@ def test_batch_matches_nft(ns: str, case: str) -> None:
     _backend(ns, "install", rules, families, NOTE)
     ours_json = _without_handles(oracle.nft_ruleset(ns))
     ours_bytecode = _bytecode(ns)
-    assert _backend(ns, "list", families) == rules
+    assert _backend(ns, "installed", families) == rules
     assert _backend(ns, "note", [4, 6]) == NOTE
     _backend(ns, "remove", [4, 6])
     assert oracle.nft_ruleset(ns) == []
-    assert _backend(ns, "list", [4, 6]) is None
+    assert _backend(ns, "installed", [4, 6]) is None
 
     _nft_file(ns, render_install(rules, families, NOTE))
     assert _without_handles(oracle.nft_ruleset(ns)) == ours_json
     assert _bytecode(ns) == ours_bytecode
-    assert _backend(ns, "list", families) == rules
+    assert _backend(ns, "installed", families) == rules
     assert _backend(ns, "note", families) == NOTE
     text = oracle.netns_exec(ns, "nft", "list", "ruleset")
     assert f'comment "{NOTE}"' in text
@@ -107,7 +107,7 @@ def test_install_replaces_the_table_and_spares_others(ns: str) -> None:
     foreign = oracle.nft_ruleset(ns)
     _backend(ns, "install", V4, [4], NOTE)
     _backend(ns, "install", V4[:1] + V4[-1:], [4], "")
-    assert _backend(ns, "list", [4]) == V4[:1] + V4[-1:]
+    assert _backend(ns, "installed", [4]) == V4[:1] + V4[-1:]
     assert _backend(ns, "note", [4]) is None
     assert oracle.nft_rule_lines(ns, "ip", "egress_cni", "prerouting") == [
         'iifname "eth0" tcp dport 8080 dnat to 203.0.113.26:80'
@@ -120,7 +120,7 @@ def test_foreign_rule_in_our_table_is_reported_as_text(ns: str) -> None:
     """[nat] A rule the plugin did not write (here with a counter) is listed as text, not mistaken for ours."""
     _backend(ns, "install", V4, [4], NOTE)
     _nft_file(ns, 'add rule ip egress_cni prerouting iifname "eth0" counter dnat to 203.0.113.9\n')
-    found: List[Union[Rule, str]] = _backend(ns, "list", [4])
+    found: List[Union[Rule, str]] = _backend(ns, "installed", [4])
     assert found[:4] + found[5:] == V4  # the dump lists prerouting's rules, then postrouting's
     assert isinstance(found[4], str) and found[4].startswith("prerouting: ") and "[counter]" in found[4]
 
@@ -147,4 +147,4 @@ def test_refused_batch_changes_nothing(ns: str) -> None:
             nftables.release()
             handle.leave()
     assert oracle.nft_ruleset(ns) == before
-    assert _backend(ns, "list", [4]) == V4
+    assert _backend(ns, "installed", [4]) == V4

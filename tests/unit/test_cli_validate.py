@@ -236,3 +236,10 @@ def test_cli_validate_bad_policy_file_is_refused(tmp_path: Path, text: str, name
     result = validate(tmp_path, plugin_conf(), "--policy", str(path))
     assert result.exit_code == 1, result.output
     assert named in result.output and "(CNI error code 106)" in result.output
+
+
+def test_cli_validate_escapes_control_characters_of_the_config(tmp_path: Path) -> None:
+    """A config author may put terminal escapes in an interface name; the operator's terminal never sees them."""
+    result = validate(tmp_path, plugin_conf(interfaceArgs={"master": "e\x1b[2Jx"}))
+    assert result.exit_code == 0, result.output
+    assert "master:             e\\x1b[2Jx" in result.output and "\x1b" not in result.output
