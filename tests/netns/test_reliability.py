@@ -389,5 +389,5 @@ def test_one_add_spawns_at_most_one_helper_process(topology: Topology, pod: Pod,
     outcome = plugin.add(router_config("1.0.0", str(log_file)), pod.path)
     assert outcome.returncode == 0, outcome.describe()
     spawned = [line for line in outcome.stderr.splitlines() if "execve(" in line and "= 0" in line]
-    # The first execve is the plugin itself (or the interpreter); libnftables runs in-process.
+    # The first execve is the plugin itself (or the interpreter); the NAT batch goes out in-process.
     assert len(spawned) <= 2, "\n".join(spawned)
