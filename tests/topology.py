@@ -36,6 +36,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,22 @@ def add_netns(name: str) -> None:
     ip(name, "link", "set", "lo", "up")
     for scope in ("all", "default"):
         write_sysctl(name, f"net/ipv6/conf/{scope}/accept_dad", "0")
+
+
+def wait_addresses_settled(ns: str, dev: str, timeout: float = 10.0) -> None:
+    """Wait until no IPv6 address on dev is still 'tentative'.
+
+    Even with accept_dad=0 the kernel clears the flag (and adds the address's
+    local route) from a workqueue after the link gets carrier; on a loaded
+    machine a snapshot taken right after setup can see the address tentative,
+    and the next one not, which reads as a change the test did not make.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        out = run(["ip", "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "tentative"], check=False).stdout
+        if not out.strip() or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def delete_netns(name: str) -> None:
@@ -246,6 +263,7 @@ class Topology:
         if address6:
             ip6(ns, "addr", "add", f"{address6}/{PREFIXLEN6}", "dev", "eth0", "nodad")
             ip6(ns, "route", "add", "default", "via", CLUSTER_GATEWAY6, "dev", "eth0")
+        wait_addresses_settled(ns, "eth0")
         return Pod(ns=ns, address=address, peer=peer, address6=address6)
 
     def add_pod(self, suffix: Optional[str] = None, dad: bool = False) -> Pod:
