@@ -134,7 +134,7 @@ def load_policy(path: str) -> Policy:
         st = os.fstat(fd)
         reason = _unsafe_file_reason(st)
         if reason:
-            return Policy(path=path, present=True, problem=f"{path}: refused: {reason}")
+            return Policy(path=path, present=True, problem=f"{path}: {reason}")
         data = os.read(fd, MAX_POLICY_BYTES + 1)
     except OSError as e:
         return Policy(path=path, present=True, problem=f"{path}: cannot read the policy file ({e.strerror})")

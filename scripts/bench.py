@@ -24,7 +24,7 @@ reports medians and ratios:
 - Peak RSS of an ADD (5 ADDs each under /usr/bin/time, which forks the plugin
   from a small process; see Bench.peak_rss).
 
-Standard library plus the tests' kit (tests/topology.py, tests/servers.py).
+Standard library plus the tests' kit (tests/topology.py, tests/cni.py, tests/servers.py).
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.cni import IFNAME, router_config, with_ip, with_prev_result  # noqa: E402
 from tests.topology import (  # noqa: E402
-    GATEWAY,
-    MASTER,
     NETNS_DIR,
     Pod,
     Topology,
@@ -54,7 +53,6 @@ from tests.topology import (  # noqa: E402
 )
 
 DEFAULT_OUT = REPO / "build" / "bench"
-IFNAME = "net1"
 RESERVED = "192.168.12.{}"
 # Plain addresses: the reference builds cannot parse the manual's "/30" form ("dnat to <nil>").
 DESTINATIONS = ["80 UDP 10.0.0.99", "8080 TCP 203.0.113.26 80", "8443 TCP 203.0.113.27 443"]
@@ -127,19 +125,14 @@ def cni_env(command: str, container_id: str, pod: Optional[Pod]) -> Dict[str, st
 
 
 def config(log_file: str, destinations: Sequence[str], address: str, prev: Optional[Any] = None) -> bytes:
-    """The manual's router config at cniVersion 0.4.0 (the newest the reference builds accept)."""
-    conf: Dict[str, Any] = {
-        "cniVersion": "0.4.0",
-        "name": "bench",
-        "type": "egress-router",
-        "interfaceType": "macvlan",
-        "interfaceArgs": {"master": MASTER, "mode": "bridge"},
-        "ip": {"addresses": [f"{address}/24"], "gateway": GATEWAY, "destinations": list(destinations)},
-        "log_file": log_file,
-        "log_level": "debug",
-    }
+    """The tests' router config (tests/cni.py) at cniVersion 0.4.0, the newest the reference builds accept."""
+    conf = with_ip(
+        router_config("0.4.0", log_file, name="bench", interfaceType="macvlan"),
+        addresses=[f"{address}/24"],
+        destinations=list(destinations),
+    )
     if prev is not None:
-        conf["prevResult"] = prev
+        conf = with_prev_result(conf, prev)
     return json.dumps(conf).encode()
 
 

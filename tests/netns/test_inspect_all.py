@@ -49,7 +49,7 @@ def inspect_all_alone(
     """`inspect --all` on a node whose only namespaces are PINNED (in a directory of their own) and
     the namespaces of processes sleeping in SLEEPERS, in a private mount and PID namespace."""
     pins = tmp_path / "netns"
-    pins.mkdir()
+    pins.mkdir(exist_ok=True)
     script = ["set -e"]
     for pod in pinned:
         (pins / pod.ns).touch()
@@ -240,3 +240,24 @@ def test_del_with_an_unreadable_config_logs_where_add_logged(topology: Topology,
     tail = lines[called[-1] :]
     assert any("config is invalid" in line for line in tail), tail
     assert tail[-1].endswith("[verbose] CNI DEL done"), tail
+
+
+def test_all_judges_an_iptables_router_by_its_logged_rules(topology: Topology, pod: Pod, tmp_path: Path) -> None:
+    plugin = Plugin(topology.node)
+    conf = router_config("1.1.0", str(tmp_path / "egress-router-log"), natBackend="iptables")
+    status = plugin.run("STATUS", conf, env={"CNI_CONTAINERID": "", "CNI_NETNS": "", "CNI_IFNAME": ""})
+    if status.returncode != 0 or not oracle.xtables_available():
+        pytest.skip(f"the iptables backend is not available here: {status.stdout.strip()}")
+    assert plugin.add(conf, pod.path).returncode == 0
+    try:
+        status_code, out, err = inspect_all_alone(topology, tmp_path, [pod], [], "-o", "json")
+        assert status_code == 0, out + err
+        (row,) = json.loads(out)["routers"]
+        assert (row["nat_backend"], row["nat_rules"], row["healthy"]) == ("iptables", 4, True), row
+        oracle.netns_exec(pod.ns, "iptables-legacy", "-w", "-t", "nat", "-F", "POSTROUTING")
+        status_code, out, err = inspect_all_alone(topology, tmp_path, [pod], [], "-o", "json")
+        assert status_code == 1, out + err
+        (row,) = json.loads(out)["routers"]
+        assert row["problems"] == ["NAT rule missing: iptables -t nat -o net1 -j SNAT --to-source 192.168.12.99"]
+    finally:
+        plugin.delete(conf, pod.path)
