@@ -85,7 +85,6 @@ class NetConf(NamedTuple):
     # None: the node policy's default. The window bounds what the probe adds to ADD.
     conflict_detection: Optional[bool] = None
     conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS
-    raw: Optional[Dict[str, Any]] = None  # the decoded object, for whoever needs other keys
 
     def gateway_for(self, version: int) -> Optional[IPAddress]:
         return next((g for g in self.gateways if g.version == version), None)
@@ -149,9 +148,52 @@ def check_name(obj: Dict[str, Any]) -> str:
 
 
 def parse_netconf(obj: Dict[str, Any]) -> NetConf:
-    """Validate a decoded plugin config; raise InvalidConfig (7) or UnsupportedField (2)."""
+    """Validate a decoded plugin config; raise InvalidConfig (7) or UnsupportedField (2).
+
+    Keys are checked in a fixed order, so the same bad config always names the same key.
+    """
     version = check_version(obj)
     name = check_name(obj)
+    _check_kind(obj)
+    addresses, gateways, destinations = _parse_ip(obj)
+    master, mode, mtu = _parse_interface_args(obj)
+    pod_interface = _given(obj, "podInterface", "eth0")
+    if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
+        raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
+    log_file, log_level, log_format = _parse_logging(obj)
+    backend = _given(obj, "natBackend", "auto")
+    if not isinstance(backend, str) or backend not in NAT_BACKENDS:
+        raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
+    dns = obj.get("dns")
+    if dns is not None and not isinstance(dns, dict):
+        raise InvalidConfig("invalid dns", "'dns' must be an object (nameservers, domain, search, options)")
+    prev = obj.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise InvalidConfig("invalid prevResult", "'prevResult' must be an object")
+    conflict_detection, window = _parse_conflict_detection(obj)
+    return NetConf(
+        cni_version=version,
+        name=name,
+        addresses=addresses,
+        gateways=gateways,
+        destinations=destinations,
+        master=master,
+        mode=mode,
+        mtu=mtu,
+        pod_interface=pod_interface,
+        log_file=log_file,
+        log_level=log_level,
+        log_format=log_format,
+        nat_backend=backend,
+        dns=dns or None,
+        prev_result=prev or None,
+        conflict_detection=conflict_detection,
+        conflict_window_ms=window,
+    )
+
+
+def _check_kind(obj: Dict[str, Any]) -> None:
+    """The config is for this plugin and in its shape: type, no upstream-only fields, a macvlan."""
     plugin_type = obj.get("type")
     if plugin_type not in (None, "egress-router"):
         # cnitool/libcni dispatch on "type"; anything else reaching us is a mis-wired config.
@@ -171,6 +213,12 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
             "unsupported interfaceType",
             f"'interfaceType' is {json.dumps(interface_type)[:64]}; only 'macvlan' is supported",
         )
+
+
+def _parse_ip(
+    obj: Dict[str, Any],
+) -> Tuple[Tuple[IPInterface, ...], Tuple[IPAddress, ...], Tuple[Destination, ...]]:
+    """The 'ip' object: reserved addresses, gateways, destinations (with fallbackIP appended)."""
     ip = obj.get("ip")
     if not isinstance(ip, dict):
         raise InvalidConfig(
@@ -186,6 +234,11 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     fallback = ip.get("fallbackIP")
     if fallback not in (None, ""):
         destinations = _append_fallback_ip(destinations, fallback, families)
+    return addresses, gateways, destinations
+
+
+def _parse_interface_args(obj: Dict[str, Any]) -> Tuple[Optional[str], str, int]:
+    """interfaceArgs: (master or None, the macvlan mode in lower case, mtu or 0)."""
     args = _given(obj, "interfaceArgs", {})
     if not isinstance(args, dict):
         raise InvalidConfig("invalid interfaceArgs", "'interfaceArgs' must be an object with master, mode, mtu")
@@ -198,10 +251,11 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
             "invalid interfaceArgs.mode",
             f"{json.dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
         )
-    mtu = _parse_mtu(args.get("mtu"))
-    pod_interface = _given(obj, "podInterface", "eth0")
-    if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
-        raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
+    return master, mode.lower(), _parse_mtu(args.get("mtu"))
+
+
+def _parse_logging(obj: Dict[str, Any]) -> Tuple[str, str, str]:
+    """(log_file, log_level in lower case, log_format)."""
     log_file = _given(obj, "log_file", DEFAULT_LOG_FILE)
     if not isinstance(log_file, str) or "\0" in log_file:
         raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
@@ -211,15 +265,11 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     log_format = _given(obj, "log_format", "text")
     if not isinstance(log_format, str) or log_format not in ("text", "json"):
         raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
-    backend = _given(obj, "natBackend", "auto")
-    if not isinstance(backend, str) or backend not in NAT_BACKENDS:
-        raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
-    dns = obj.get("dns")
-    if dns is not None and not isinstance(dns, dict):
-        raise InvalidConfig("invalid dns", "'dns' must be an object (nameservers, domain, search, options)")
-    prev = obj.get("prevResult")
-    if prev is not None and not isinstance(prev, dict):
-        raise InvalidConfig("invalid prevResult", "'prevResult' must be an object")
+    return log_file, log_level.lower(), log_format
+
+
+def _parse_conflict_detection(obj: Dict[str, Any]) -> Tuple[Optional[bool], int]:
+    """(addressConflictDetection or None for the policy's default, the probe window in ms)."""
     conflict_detection = obj.get("addressConflictDetection")
     if conflict_detection is not None and not isinstance(conflict_detection, bool):
         raise InvalidConfig(
@@ -231,26 +281,7 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
         raise InvalidConfig(
             "invalid addressConflictDetectionWindowMs", f"{json.dumps(window)[:32]} is not a whole number {low}-{high}"
         )
-    return NetConf(
-        cni_version=version,
-        name=name,
-        addresses=addresses,
-        gateways=gateways,
-        destinations=destinations,
-        master=master,
-        mode=mode.lower(),
-        mtu=mtu,
-        pod_interface=pod_interface,
-        log_file=log_file,
-        log_level=log_level.lower(),
-        log_format=log_format,
-        nat_backend=backend,
-        dns=dns or None,
-        prev_result=prev or None,
-        conflict_detection=conflict_detection,
-        conflict_window_ms=window,
-        raw=obj,
-    )
+    return conflict_detection, window
 
 
 def _given(obj: Dict[str, Any], key: str, default: Any) -> Any:

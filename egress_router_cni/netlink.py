@@ -23,7 +23,7 @@ import sys
 from _socket import AF_INET, AF_INET6, AF_NETLINK, SO_RCVBUF, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET, inet_ntop, inet_pton
 from _socket import socket as _raw_socket
 from _struct import Struct, pack, unpack_from
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -36,7 +36,6 @@ NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 NLM_F_DUMP_INTR = 0x10
 NLM_F_ACK_TLVS = 0x200
-NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_APPEND = 0x800
@@ -44,7 +43,7 @@ NLM_F_DUMP = 0x300
 NLMSGERR_ATTR_MSG = 1
 NLA_F_NESTED = 0x8000
 
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
@@ -235,7 +234,6 @@ KINDS: Dict[int, Kind] = {
     RTM_NEWLINK: IFINFMSG,
     RTM_DELLINK: IFINFMSG,
     RTM_GETLINK: IFINFMSG,
-    RTM_SETLINK: IFINFMSG,
     RTM_NEWADDR: IFADDRMSG,
     RTM_DELADDR: IFADDRMSG,
     RTM_GETADDR: IFADDRMSG,
@@ -284,14 +282,7 @@ class Socket:
         interrupted = False
         error: Optional[NetlinkError] = None
         while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + HEADER.size <= len(data):
-                length, msg_type, flags, msg_seq, _ = HEADER.unpack_from(data, offset)
-                if length < HEADER.size:
-                    raise NetlinkError(errno.EPROTO, "truncated netlink message")
-                chunk = data[offset : offset + length]
-                offset += (length + 3) & ~3
+            for msg_type, flags, msg_seq, chunk in _split(self.sock.recv(1 << 20)):
                 if not seq <= msg_seq <= last:
                     continue  # a stale reply to an earlier request
                 if flags & NLM_F_DUMP_INTR:
@@ -312,6 +303,17 @@ class Socket:
                 msg = decode(msg_type, chunk)
                 if msg is not None:
                     replies.append(msg)
+
+
+def _split(data: bytes) -> Iterator[Tuple[int, int, int, bytes]]:
+    """(type, flags, seq, the whole message) for each netlink message in one datagram."""
+    offset = 0
+    while offset + HEADER.size <= len(data):
+        length, msg_type, flags, msg_seq, _ = HEADER.unpack_from(data, offset)
+        if length < HEADER.size:
+            raise NetlinkError(errno.EPROTO, "truncated netlink message")
+        yield msg_type, flags, msg_seq, data[offset : offset + length]
+        offset += (length + 3) & ~3
 
 
 class Netlink(Socket):

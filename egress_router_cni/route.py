@@ -238,21 +238,15 @@ def save_and_remove_default_routes(nl: Netlink, version: int, table: int) -> Lis
     return moved
 
 
-def restore_default_routes(
-    nl: Netlink, version: int, table: int, router_index: Optional[int] = None
-) -> List[RouteInfo]:
-    """Put saved default routes back into the main table and empty the private table.
+def restore_default_routes(nl: Netlink, version: int, table: int) -> List[RouteInfo]:
+    """Put saved default routes back into the main table and empty the private table; return those restored.
 
-    Our own default route (via the router link) is removed first when the link
-    still exists, so the originals can take its place.
+    Called once the router link is gone: its default route went with it, so
+    the originals can take their place again.
     """
     saved = list_routes(nl, version, table)
     if not saved:
         return []
-    if router_index is not None:
-        for route in default_routes(nl, version):
-            if route.oif == router_index:
-                _delete(nl, route)
     restored = []
     for route in saved:
         try:

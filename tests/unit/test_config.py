@@ -185,11 +185,6 @@ def test_netconf_unknown_keys_are_ignored() -> None:
     assert parse_netconf(mutated(lambda o: o.update(extra))).name == "egress-router-cni-nad"
 
 
-def test_netconf_keeps_the_raw_object() -> None:
-    obj = seed_conf()
-    assert parse_netconf(obj).raw is obj
-
-
 # --- invalid configs -------------------------------------------------------------------------
 
 INVALID = [
