@@ -42,7 +42,14 @@ FRESH_RUN=${ERT_FRESH_RUN:-$ROOT/../shared/tools/fresh-run.sh}
 # fresh-run builds the root filesystem from the mirror this machine's apt uses.
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
-if ! curl -fsS -m 20 -o /dev/null "$mirror/dists/$SUITE/Release" 2>/dev/null; then
+url_ok() {
+    if command -v curl >/dev/null; then
+        curl -fsS -m 20 -o /dev/null "$1" 2>/dev/null
+    else
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20)' "$1" 2>/dev/null
+    fi
+}
+if ! url_ok "$mirror/dists/$SUITE/Release"; then
     skip "no Debian mirror serves $SUITE from this machine ($mirror/dists/$SUITE/Release)"
 fi
 if ! command -v debootstrap >/dev/null; then

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -31,7 +32,10 @@ ENV_KEYS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=_HEALTH)
-SLOW = settings(max_examples=5000, deadline=None, suppress_health_check=_HEALTH)
+# scripts/fuzz.sh scales this to its --seconds when it runs these instead of atheris (Python 3.13).
+SLOW = settings(
+    max_examples=int(os.environ.get("ERT_HYPOTHESIS_EXAMPLES", "5000")), deadline=None, suppress_health_check=_HEALTH
+)
 
 
 def require_slow(request: pytest.FixtureRequest) -> None:
