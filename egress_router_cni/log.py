@@ -122,6 +122,19 @@ def _check_regular(st: os.stat_result) -> None:
         raise OSError(errno.EMLINK, "the file has more than one hard link")
 
 
+def open_for_reading(path: str) -> IO[str]:
+    """A log file opened to read it (inspect): never blocks on a FIFO, never opens a device; raise OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        return open(fd, errors="replace", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class PluginLog:
     """Leveled, line-atomic, size-capped log file shared by every plugin process on the node."""
 

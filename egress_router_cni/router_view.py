@@ -19,6 +19,7 @@ from . import sysctl
 from .config import DEFAULT_LOG_FILE, MACVLAN_MODES
 from .errors import CniError, InvalidConfig, NotAvailable
 from .link import list_links
+from .log import open_for_reading
 from .nat.rules import Rule
 from .netlink import Netlink
 from .netns import NetNS
@@ -95,7 +96,7 @@ def find_in_log(container_id: str, log_file: str) -> Optional[Tuple[str, str, st
     """(container id, netns, ifname) of the latest ADD logged for container_id (prefix match)."""
     latest = None
     try:
-        with open(log_file, errors="replace") as f:
+        with open_for_reading(log_file) as f:
             for line in f:
                 match = _CONTAINER_LINE.search(line.rstrip("\n"))
                 if match and match.group(1).startswith(container_id) and match.group(2):
@@ -115,7 +116,7 @@ def log_lines_for(owner: str, log_file: str, limit: int = 200) -> List[str]:
     block: List[str] = []
     keep = False
     try:
-        with open(log_file, errors="replace") as f:
+        with open_for_reading(log_file) as f:
             for raw in f:
                 line = raw.rstrip("\n")
                 if "] Called CNI " in line:

@@ -74,3 +74,16 @@ def test_log_lines_for_keeps_only_this_containers_latest_attachment(tmp_path: Pa
 def test_log_lines_for_a_missing_file_is_empty(tmp_path: Path) -> None:
     assert log_lines_for(owner_id(CID), str(tmp_path / "absent")) == []
     assert find_in_log("3f2a", str(tmp_path / "absent")) is None
+
+
+def test_log_readers_never_block_on_a_fifo_nor_follow_a_symlink(tmp_path: Path) -> None:
+    """A local user may plant /tmp/egress-router-log as a FIFO or a symlink to a device: inspect must not hang."""
+    import os
+
+    fifo = tmp_path / "egress-router-log"
+    os.mkfifo(fifo)
+    assert log_lines_for(owner_id(CID), str(fifo)) == []
+    assert find_in_log("3f2a", str(fifo)) is None
+    link = tmp_path / "egress-router-link"
+    link.symlink_to("/dev/zero")
+    assert log_lines_for(owner_id(CID), str(link)) == []
