@@ -54,10 +54,12 @@ class Destination(Record):
 
     @property
     def is_fallback(self) -> bool:
+        """True for the bare-address entry that takes every port not matched before it."""
         return self.port is None
 
     @property
     def version(self) -> int:
+        """4 or 6: the family of the destination address."""
         return self.address.version
 
     def describe(self) -> str:
@@ -88,6 +90,7 @@ class NetConf(Record):
     conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS
 
     def gateway_for(self, version: int) -> Optional[IPAddress]:
+        """The gateway of that family, or None when the config has none."""
         return next((g for g in self.gateways if g.version == version), None)
 
     def families(self) -> Tuple[int, ...]:
@@ -138,6 +141,7 @@ def check_version(obj: Dict[str, Any]) -> str:
 
 
 def check_name(obj: Dict[str, Any]) -> str:
+    """The network name, checked as libcni does; raise InvalidConfig otherwise."""
     name = obj.get("name")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         shown = json.dumps(name)[:80]

@@ -83,6 +83,7 @@ def get_link(nl: Netlink, name: str) -> Optional[LinkInfo]:
 
 
 def list_links(nl: Netlink) -> List[LinkInfo]:
+    """Every link in nl's namespace."""
     return [_info(m) for m in nl.dump(RTM_GETLINK, nl.message(RTM_NEWLINK, {"index": 0}))]
 
 
@@ -187,6 +188,7 @@ def rename_link(pod: Netlink, link: LinkInfo, name: str, alias: str) -> LinkInfo
 
 
 def set_up(pod: Netlink, link: LinkInfo) -> None:
+    """Bring the link up; raise LinkError when the kernel refuses."""
     msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": IFF_UP, "change": IFF_UP})
     try:
         pod.request(RTM_NEWLINK, msg)
@@ -195,6 +197,7 @@ def set_up(pod: Netlink, link: LinkInfo) -> None:
 
 
 def set_down(pod: Netlink, link: LinkInfo) -> None:
+    """Take the link down; raise LinkError when the kernel refuses."""
     msg = pod.message(RTM_NEWLINK, {"index": link.index, "flags": 0, "change": IFF_UP})
     try:
         pod.request(RTM_NEWLINK, msg)

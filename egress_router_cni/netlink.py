@@ -185,6 +185,7 @@ class Nested:
         self.attrs = attrs
 
     def get_attr(self, name: str) -> Any:
+        """The value of the attribute called name, or None when absent."""
         for key, value in self.attrs:
             if key == name:
                 return value
@@ -265,9 +266,11 @@ class Socket:
         self.seq = 0
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def next_seq(self) -> int:
+        """The sequence number for the next request."""
         self.seq += 1
         return self.seq
 
@@ -329,6 +332,7 @@ class Netlink(Socket):
         self.close()
 
     def message(self, msg_type: int, fields: Optional[Dict[str, Any]] = None, attrs: Any = ()) -> Message:
+        """A request of msg_type's family (see the module-level message())."""
         return message(msg_type, fields, attrs)
 
     def _send(self, msg: Message, msg_type: int, flags: int) -> int:

@@ -31,6 +31,7 @@ def _setns(fd: int) -> None:
 
 
 def identity(fd: int) -> Tuple[int, int]:
+    """(device, inode) of a namespace file: equal for two handles on the same namespace."""
     st = os.fstat(fd)
     return st.st_dev, st.st_ino
 
@@ -51,6 +52,7 @@ class NetNS:
         self.inside = False
 
     def open(self) -> NetNS:
+        """Open the namespace and our own; raise UnknownContainer or InvalidNetns (the node's own namespace)."""
         try:
             self.home_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             if self.fd < 0:
@@ -79,16 +81,19 @@ class NetNS:
         return self
 
     def enter(self) -> None:
+        """Switch this process into the namespace (idempotent)."""
         if not self.inside:
             _setns(self.fd)
             self.inside = True
 
     def leave(self) -> None:
+        """Switch this process back to the namespace it started in (idempotent)."""
         if self.inside:
             _setns(self.home_fd)
             self.inside = False
 
     def close(self) -> None:
+        """Leave the namespace and close both handles."""
         try:
             self.leave()
         finally:

@@ -25,6 +25,7 @@ class IPConfig(Record):
 
     @property
     def version(self) -> int:
+        """4 or 6: the family of the address."""
         return ipaddress.ip_interface(self.address).version
 
 

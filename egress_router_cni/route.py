@@ -41,6 +41,7 @@ def saved_table(owner: str) -> int:
 
 
 def is_saved_table(table: int) -> bool:
+    """True for a table id saved_table() can return (any owner's)."""
     return SAVED_TABLE_BASE <= table <= SAVED_TABLE_BASE + 0xFFFF
 
 
@@ -88,16 +89,19 @@ def _route_info(msg: Any, version: int) -> RouteInfo:
 
 
 def list_routes(nl: Netlink, version: int, table: Optional[int] = None) -> List[RouteInfo]:
+    """The routes of one family, of one table or of every table."""
     msg = nl.message(RTM_NEWROUTE, {"family": _FAMILY[version]})
     routes = [_route_info(m, version) for m in nl.dump(RTM_GETROUTE, msg)]
     return [r for r in routes if table is None or r.table == table]
 
 
 def default_routes(nl: Netlink, version: int, table: int = MAIN_TABLE) -> List[RouteInfo]:
+    """The default routes of one family in table (the main table unless told)."""
     return [r for r in list_routes(nl, version, table) if r.msg["dst_len"] == 0 and r.msg["type"] == RTN_UNICAST]
 
 
 def add_address(nl: Netlink, index: int, address: IPInterface) -> None:
+    """Add address to the link (EXCL: an address already there is an error too); raise RouteError if refused."""
     attrs: List[Any] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
     msg = nl.message(
         RTM_NEWADDR,
@@ -177,6 +181,7 @@ def add_host_route(nl: Netlink, gateway: IPAddress, index: int) -> None:
 
 
 def add_default_route(nl: Netlink, gateway: IPAddress, index: int) -> None:
+    """A default route via gateway through the link, in the main table; raise RouteError if refused."""
     msg = _route_msg(
         nl,
         gateway.version,

@@ -16,6 +16,7 @@ def _path(key: str) -> str:
 
 
 def read(key: str) -> str:
+    """The value of a sysctl of the current namespace, e.g. read('net/ipv4/ip_forward'); raise SysctlError."""
     try:
         with open(_path(key)) as f:
             return f.read().strip()
@@ -24,6 +25,7 @@ def read(key: str) -> str:
 
 
 def write(key: str, value: str) -> None:
+    """Set a sysctl of the current namespace; raise SysctlError naming the key and value."""
     try:
         fd = os.open(_path(key), os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -35,4 +37,5 @@ def write(key: str, value: str) -> None:
 
 
 def link_key(version: int, ifname: str, name: str) -> str:
+    """The per-link sysctl key, e.g. link_key(4, 'net1', 'proxy_arp')."""
     return f"net/ipv{version}/conf/{ifname}/{name}"

@@ -216,6 +216,7 @@ class IptablesBackend:
         pass  # every operation ran in a child that has exited: nothing is left open
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
+        """Replace the plugin's rules of each family with rules (one commit per family), note in each comment."""
         note = note or COMMENT_PREFIX.strip()
         with xtables_lock():
             for family in families:
@@ -223,11 +224,13 @@ class IptablesBackend:
                 _in_child(partial(_install_family, self.iptc, family, mine, note))
 
     def remove(self, families: List[int]) -> None:
+        """Delete every rule carrying the plugin's comment; a missing table is not an error."""
         with xtables_lock():
             for family in families:
                 _in_child(partial(_remove_family, self.iptc, family))
 
     def note(self, families: List[int]) -> Optional[str]:
+        """The comment of the plugin's first rule (the state note), or None."""
         for family in families:
             text = _in_child(partial(_note_family, self.iptc, family))
             if text:
@@ -235,6 +238,7 @@ class IptablesBackend:
         return None
 
     def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:
+        """The rules carrying the plugin's comment (unrecognised ones as text), or None when there are none."""
         found: List[Union[Rule, str]] = []
         for family in families:
             for item in _in_child(partial(_list_family, self.iptc, family)) or []:

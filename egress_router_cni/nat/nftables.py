@@ -95,6 +95,7 @@ class NftablesBackend:
         release()  # the command's kernel work is done: closing the netfilter socket may wait now
 
     def install(self, rules: List[Rule], families: List[int], note: str = "") -> None:
+        """Replace the plugin's table of each family with one holding rules and the note, in one batch."""
         if '"' in note or "\n" in note:
             raise ValueError("table note must not contain quotes or newlines")
         _batch(lambda batch: [batch.install(rules, family, note) for family in families])
@@ -109,6 +110,7 @@ class NftablesBackend:
         return None
 
     def remove(self, families: List[int]) -> None:
+        """Delete the plugin's table of each family, in one batch; a missing table is not an error."""
         _batch(lambda batch: [batch.replace_table(family) for family in families])
 
     def installed(self, families: List[int]) -> Optional[List[Union[Rule, str]]]:

@@ -19,6 +19,7 @@ def rule_text(rule: Rule) -> str:
 
 
 def chain_of(rule: Rule) -> str:
+    """The base chain a rule lives in: prerouting for DNAT, postrouting for SNAT."""
     return "prerouting" if isinstance(rule, DnatRule) else "postrouting"
 
 
@@ -51,6 +52,7 @@ def render_install(rules: List[Rule], families: List[int], note: str = "") -> st
 
 
 def render_remove(families: List[int]) -> str:
+    """A batch that deletes the plugin's table of each family, whether or not it exists."""
     lines: List[str] = []
     for family in families:
         fam = FAMILIES[family]

@@ -38,6 +38,7 @@ Rule = Union[DnatRule, SnatRule]
 
 
 def check_ifname_for_rules(name: str, what: str) -> str:
+    """name when it can be written into a rule; raise InvalidConfig (naming what) otherwise."""
     if not _SAFE_IFNAME.match(name):
         raise InvalidConfig(
             f"unsupported {what}", f"{name!r}: NAT rules need names made of letters, digits and _ . - @ +"
@@ -87,4 +88,5 @@ def _target(rule: DnatRule) -> str:
 
 
 def dnat_target(rule: DnatRule) -> str:
+    """The DNAT destination as both backends spell it: ADDR, ADDR:PORT or [ADDR6]:PORT."""
     return _target(rule)

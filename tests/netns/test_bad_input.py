@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Optional, Union
 import pytest
 
 from tests import oracle
-from tests.cni import IFNAME, Config, Outcome, Plugin, router_config, with_ip
+from tests.cni import IFNAME, Config, Plugin, router_config, with_ip
+from tests.expect import assert_cni_error
 from tests.topology import MASTER, Pod, Topology, ip
 
 pytestmark = pytest.mark.netns
@@ -139,18 +140,6 @@ CASES = [
     Case("net1-already-exists", 104, setup=add_foreign_net1),
     Case("nat-table-already-exists", 103, setup=add_foreign_nat_table),
 ]
-
-
-def assert_cni_error(outcome: Outcome, code: int) -> None:
-    """Exit 1, one error document (cniVersion, code, non-empty msg) and nothing else on stdout."""
-    assert outcome.returncode == 1, outcome.describe()
-    assert "Traceback" not in outcome.stdout, outcome.describe()
-    doc = outcome.document()
-    assert isinstance(doc, dict), outcome.describe()
-    assert doc.get("code") == code, outcome.describe()
-    assert isinstance(doc.get("msg"), str) and doc["msg"].strip(), outcome.describe()
-    assert isinstance(doc.get("cniVersion"), str), outcome.describe()
-    assert set(doc) <= {"cniVersion", "code", "msg", "details"}, outcome.describe()
 
 
 def stdin_for(case: Case, log_file: Path) -> Union[str, bytes, Config]:

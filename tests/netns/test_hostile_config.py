@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Dict, Iterator
@@ -21,22 +19,14 @@ import pytest
 from egress_router_cni.state import owner_id
 from tests import oracle
 from tests.cni import IFNAME, Outcome, Plugin, plugin_command, router_config, with_ip, with_prev_result
-from tests.netns.test_bad_input import assert_cni_error
+from tests.expect import assert_cni_error
+from tests.scratch import temp_dir
 from tests.topology import RESERVED_IP, Pod, Topology, ip, parse_reply
 
 pytestmark = pytest.mark.netns
 
 DEFAULT_LOG = Path("/tmp/egress-router-log")
 VICTIM_BYTES = 11 * 1000 * 1000  # above the 10 MiB rotation threshold
-
-
-def temp_dir(prefix: str, parent: str) -> Iterator[Path]:
-    """A fresh directory under PARENT, removed afterwards whatever happened."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -383,7 +373,7 @@ def test_a_failure_around_the_probe_leaves_the_pod_unchanged(
 ) -> None:
     """The probe is an ADD step like the others: the link it brought up and down goes with the rollback."""
     from egress_router_cni import add
-    from tests.netns.test_reliability import InjectedFault, assert_same, cmd_args, full_snapshot, inside
+    from tests.inprocess import InjectedFault, assert_same, cmd_args, full_snapshot, inside
 
     conf = router_config("1.0.0", str(log_file), addressConflictDetection=True, addressConflictDetectionWindowMs=20)
     before = full_snapshot(pod.ns)

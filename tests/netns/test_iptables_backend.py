@@ -17,8 +17,7 @@ import pytest
 
 from tests import oracle
 from tests.cni import CHECK_VERSIONS, IFNAME, Config, Plugin, router_config, with_prev_result
-from tests.netns.test_e2e import MANUAL_LOG, REDIRECTS, ROUTER_ROUTES, assert_result, fail_with, succeed
-from tests.netns.test_ipv6 import (
+from tests.dualstack import (
     RESERVED_CIDR6,
     V4_REDIRECTS,
     V6_REDIRECTS,
@@ -32,6 +31,7 @@ from tests.netns.test_ipv6 import (
     v6_config,
     v6_router_routes,
 )
+from tests.expect import MANUAL_LOG, REDIRECTS, ROUTER_ROUTES, assert_result, fail_with, succeed
 from tests.topology import RESERVED_IP, RESERVED_IP6, ROUTER_POD_IP, ROUTER_POD_IP6, Pod, Topology
 
 pytestmark = pytest.mark.netns

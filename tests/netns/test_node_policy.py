@@ -15,8 +15,8 @@ import pytest
 
 from tests import oracle
 from tests.cni import Config, Outcome, Plugin, router_config, with_ip, with_prev_result
-from tests.netns.test_bad_input import assert_cni_error
-from tests.netns.test_hostile_config import temp_dir
+from tests.expect import assert_cni_error
+from tests.scratch import temp_dir
 from tests.topology import MASTER, RESERVED_IP, Pod, Topology
 
 pytestmark = pytest.mark.netns

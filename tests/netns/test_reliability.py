@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -27,6 +27,7 @@ from egress_router_cni.add import STEPS
 from egress_router_cni.state import Backend
 from tests import oracle
 from tests.cni import IFNAME, Plugin, plugin_command, router_config, with_ip
+from tests.inprocess import InjectedFault, assert_same, cmd_args, full_snapshot, inside
 from tests.topology import Pod, Topology, delete_netns
 
 pytestmark = pytest.mark.netns
@@ -34,50 +35,6 @@ pytestmark = pytest.mark.netns
 ADD_STEPS = [step.name for step in STEPS]
 BACKENDS = [backend.value for backend in Backend]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(debug|verbose|error|panic)\] \S.*$")
-
-
-class InjectedFault(Exception):
-    """Raised by the test hook inside cmd_add."""
-
-
-def full_snapshot(ns: str) -> Dict[str, Any]:
-    """The oracle's snapshot plus the legacy xtables nat table (the iptables backend's home)."""
-    snap = oracle.snapshot(ns)
-    text = oracle.netns_exec(ns, "iptables-legacy-save", "-t", "nat")
-    snap["iptables"] = [
-        re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if line and not line.startswith("#")
-    ]
-    return snap
-
-
-def assert_same(before: Dict[str, Any], after: Dict[str, Any], what: str) -> None:
-    diff = oracle.snapshot_diff(before, after)
-    assert not diff, f"{what}: the pod namespace changed:\n" + "\n".join(diff)
-
-
-@contextlib.contextmanager
-def inside(netns_path: str) -> Iterator[None]:
-    """Run the block with this process in netns_path (the node), as the plugin runs."""
-    from egress_router_cni.netns import NetNS
-
-    with NetNS(netns_path) as ns:
-        ns.enter()
-        yield
-
-
-def cmd_args(command: str, conf: Dict[str, Any], pod: Pod, container_id: str) -> Any:
-    from egress_router_cni.cmdargs import CmdArgs
-
-    return CmdArgs(
-        command=command,
-        container_id=container_id,
-        netns=pod.path,
-        ifname=IFNAME,
-        args={},
-        path="",
-        config=conf,
-        cni_version=conf["cniVersion"],
-    )
 
 
 def backend_config(backend: str, log_file: Path) -> Dict[str, Any]:
