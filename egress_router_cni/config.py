@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
 from .record import Record
-from .state import Backend
+from .state import FAMILIES, Backend
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -418,7 +418,7 @@ def parse_destination(entry: str) -> Destination:
     return Destination(raw=entry, address=address, port=port, protocol=proto, target_port=target)
 
 
-def parse_destinations(value: Any, families: Any = (4, 6)) -> Tuple[Destination, ...]:
+def parse_destinations(value: Any, families: Any = FAMILIES) -> Tuple[Destination, ...]:
     """Parse and cross-check the destination list (fallback last, unique PORT/PROTO, per family)."""
     if value is None:
         return ()

@@ -31,10 +31,12 @@ MAX_LOG_BYTES = 10 << 20  # then rotate to one ".1" file
 
 
 def timestamp() -> str:
+    """Now in UTC, as the log lines start: 2024-01-31T12:00:00Z."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def format_line(level: str, message: str) -> str:
+    """One log record: '<timestamp> [level] message', newlines in message escaped."""
     # One line per record, whatever the message holds: a newline inside a
     # message (e.g. from a config value) must not forge a second record.
     clean = message.replace("\r", "\\r").replace("\n", "\\n")
@@ -191,15 +193,19 @@ class PluginLog:
         self.dir_fd, self.name = dir_fd, name
 
     def debug(self, message: str) -> None:
+        """Log message at debug level (when log_level lets it through)."""
         self.write("debug", message)
 
     def verbose(self, message: str) -> None:
+        """Log message at verbose level (when log_level lets it through)."""
         self.write("verbose", message)
 
     def error(self, message: str) -> None:
+        """Log message at error level (when log_level lets it through)."""
         self.write("error", message)
 
     def write(self, level: str, message: str) -> None:
+        """Append one record at level when it reaches the threshold; a write error is warned about, not raised."""
         if LEVELS[level] >= self.threshold:
             self._append(level, message)
 
@@ -268,6 +274,7 @@ class PluginLog:
             self.fd = None
 
     def close(self) -> None:
+        """Close the log file and its directory; later writes are dropped."""
         self._close_file()
         if self.dir_fd is not None:
             os.close(self.dir_fd)

@@ -206,6 +206,7 @@ class Message(Nested):
         return self.fields[key]
 
     def encode(self, msg_type: int, flags: int, seq: int) -> bytes:
+        """The message's bytes, with this type, flags and sequence number."""
         kind = self.kind
         body = kind.header.pack(*[self.fields.get(name, 0) for name in kind.names])
         body += encode_attrs(kind.table, self.attrs, self.fields.get("family", 0))
@@ -221,6 +222,7 @@ class Kind:
         self.table = table
 
     def decode(self, data: bytes) -> Message:
+        """The message of this kind in data (one whole netlink message)."""
         values = self.header.unpack_from(data, HEADER.size)
         fields = dict(zip(self.names, values))
         attrs = decode_attrs(self.table, data, HEADER.size + self.header.size, fields.get("family", 0))

@@ -63,6 +63,7 @@ def find_netns(netns_dirs: Sequence[str] = NETNS_DIRS, proc: str = "/proc") -> I
 
 
 def identity_of(path: str) -> Tuple[int, int]:
+    """(device, inode) of the namespace file at path."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return identity(fd)

@@ -109,6 +109,7 @@ def _contained(address: Any, ranges: Sequence[IPNetwork]) -> bool:
 
 
 def policy_path() -> str:
+    """Where this node's policy is read from: $EGRESS_ROUTER_POLICY, else /etc/egress-router/policy.json."""
     return os.environ.get(POLICY_ENV) or DEFAULT_POLICY_FILE
 
 

@@ -42,6 +42,7 @@ class RouterRow(Record):
     log_file: Optional[str]
 
     def to_dict(self) -> Dict[str, Any]:
+        """The row as a JSON-able dict (field name -> value)."""
         return self._asdict()
 
 

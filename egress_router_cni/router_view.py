@@ -48,6 +48,7 @@ class RouterView:
     link_names: Dict[int, str] = field(default_factory=dict, repr=False)  # the namespace's ifindex -> name
 
     def to_dict(self) -> Dict[str, Any]:
+        """The view as JSON-able data; problems only when CHECK ran."""
         out = {k: v for k, v in self.__dict__.items() if k not in _RAW_FIELDS}
         if self.problems is None:
             out.pop("problems")

@@ -19,6 +19,7 @@ def host_environ() -> Dict[str, str]:
 
 
 def find_tool(name: str) -> Optional[str]:
+    """The path of a tool on PATH or in the sbin/bin directories, or None."""
     import shutil  # only the fallback to the nft tool needs it
 
     path = os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"

@@ -22,9 +22,11 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> List[str]:
+        """The subcommands' names, without importing them."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        """The subcommand called cmd_name, imported now; None when there is none."""
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
@@ -55,4 +57,5 @@ def cli(ctx: click.Context, log_format: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> Any:
+    """Run the human CLI (click) on argv (sys.argv when None)."""
     return cli.main(args=argv, prog_name="egress-router")

@@ -109,6 +109,7 @@ class EgressRouter:
         return tuple(result)
 
     def display_name(self) -> str:
+        """NAMESPACE/NAME, or NAME when the object has no namespace."""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 

@@ -51,19 +51,23 @@ CHAINS = (("prerouting", 0, -100), ("postrouting", 4, 100))
 
 
 def attr(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute: header, payload, padding to 4 bytes."""
     data = pack("=HH", 4 + len(payload), kind) + payload
     return data + b"\0" * (-len(data) & 3)
 
 
 def nested(kind: int, *parts: bytes) -> bytes:
+    """A nested attribute holding parts."""
     return attr(kind | NLA_F_NESTED, b"".join(parts))
 
 
 def string(kind: int, text: str) -> bytes:
+    """A NUL-terminated string attribute."""
     return attr(kind, text.encode() + b"\0")
 
 
 def be32(kind: int, value: int) -> bytes:
+    """A big-endian 32-bit attribute."""
     return attr(kind, pack(">i" if value < 0 else ">I", value))
 
 
@@ -74,6 +78,7 @@ def message(msg_type: int, flags: int, seq: int, family: int, body: bytes, res_i
 
 
 def nft_type(msg: int) -> int:
+    """The netlink message type of an nf_tables message."""
     return NFNL_SUBSYS_NFTABLES << 8 | msg
 
 
@@ -179,6 +184,7 @@ class Batch:
         self.parts = [message(NFNL_MSG_BATCH_BEGIN, 1, self.seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
 
     def add(self, msg: int, flags: int, family: int, body: bytes) -> None:
+        """Append one nf_tables message (a request without ACK) to the batch."""
         self.seq += 1
         self.parts.append(message(nft_type(msg), 1 | flags, self.seq, NFPROTO[family], body))  # NLM_F_REQUEST
 
@@ -231,6 +237,7 @@ class Batch:
 
 
 def get_table(seq: int, family: int) -> bytes:
+    """A request for the plugin's table in one family."""
     return message(nft_type(NFT_MSG_GETTABLE), 1 | 0x4, seq, NFPROTO[family], string(NFTA_TABLE_NAME, TABLE))
 
 
