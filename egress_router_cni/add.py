@@ -7,7 +7,7 @@ teardown(), which works from kernel state: the pod is left as it was.
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, Optional
 
 from . import sysctl
 from .cmdargs import CmdArgs
@@ -21,6 +21,7 @@ from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
 from .policy import node_policy
+from .record import Record
 from .result import Result, chained_result, router_result
 from .route import (
     add_address,
@@ -39,7 +40,7 @@ from .teardown import teardown
 StepHook = Callable[[str, str], None]
 
 
-class Kernel(NamedTuple):
+class Kernel(Record):
     """The kernel handles one ADD works with."""
 
     host: Netlink  # the node's namespace, where the macvlan is created
@@ -77,7 +78,7 @@ class AddContext:
         self._link = value
 
 
-class Step(NamedTuple):
+class Step(Record):
     """One named step of ADD: the name is what the fault-injection hook and the reliability tests see."""
 
     name: str

@@ -21,9 +21,10 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Iterable, List, NamedTuple, Optional
+from typing import Any, Iterable, List, Optional
 
 from .errors import LinkError, RouteError
+from .record import Record
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -35,7 +36,7 @@ _ARP = struct.Struct("!HHBBH6s4s6s4s")  # htype, ptype, hlen, plen, op, sha, spa
 _ZERO_IP = b"\0" * 4
 
 
-class Conflict(NamedTuple):
+class Conflict(Record):
     address: ipaddress.IPv4Address
     mac: str
 

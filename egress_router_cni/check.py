@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
 from . import sysctl
 from .cmdargs import CmdArgs
@@ -16,6 +16,7 @@ from .nat.rules import Rule, build_rules
 from .netlink import Netlink
 from .netns import NetNS
 from .policy import node_policy
+from .record import Record
 from .result import parse_result
 from .route import MAIN_TABLE, addresses_of, list_routes
 from .state import owner_id
@@ -58,7 +59,7 @@ def _check(args: CmdArgs, conf: NetConf, log: PluginLog) -> None:
     log.debug("CHECK passed")
 
 
-class Expected(NamedTuple):
+class Expected(Record):
     """What CHECK compares the pod with, beside the config."""
 
     ifname: str

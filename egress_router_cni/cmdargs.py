@@ -6,14 +6,16 @@ which consume them, both import it, and it imports neither.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from .record import Record
 
 if TYPE_CHECKING:
     from .result import Result
 
 
-# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
-class CmdArgs(NamedTuple):
+# Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class CmdArgs(Record):
     """One invocation, decoded: the Go skel.CmdArgs plus the parsed config object."""
 
     command: str

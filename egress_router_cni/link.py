@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, Optional
 
 from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
@@ -17,14 +17,15 @@ from .netlink import (
     Netlink,
     NetlinkError,
 )
+from .record import Record
 from .state import PREFIX, RouterState, decode_alias
 
 TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1
 
 
-# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
-class LinkInfo(NamedTuple):
+# Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class LinkInfo(Record):
     index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: it is the ifindex
     name: str
     mac: str

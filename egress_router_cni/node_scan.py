@@ -12,14 +12,15 @@ out: the plugin never configures it.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 from .netns import identity, open_nsfs
+from .record import Record
 
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
 
 
-class FoundNetns(NamedTuple):
+class FoundNetns(Record):
     path: str  # how it was found: /run/netns/NAME or /proc/PID/ns/net
     fd: int  # an open nsfs descriptor (the caller closes it)
     inode: Tuple[int, int]  # (st_dev, st_ino) of the namespace

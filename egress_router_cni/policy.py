@@ -29,10 +29,11 @@ import ipaddress
 import json
 import os
 import stat
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
+from .record import Record
 
 DEFAULT_POLICY_FILE = "/etc/egress-router/policy.json"
 POLICY_ENV = "EGRESS_ROUTER_POLICY"
@@ -50,7 +51,7 @@ KEYS = (
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-class Policy(NamedTuple):
+class Policy(Record):
     """A node policy; None for a key means "anything" (or the built-in default)."""
 
     path: str

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from .nat.rules import Rule, SnatRule
+from .record import Record
 from .route import RouteInfo
 from .router_view import RouterView, rule_spelling
 
@@ -26,7 +27,7 @@ _GATEWAY = re.compile(r"\] Gateway: (.*)$")
 _ADDED = re.compile(r"\] Added (nftables|iptables) rule: (.*)$")
 
 
-class RouterRow(NamedTuple):
+class RouterRow(Record):
     netns: str
     container_id: Optional[str]
     pod: Optional[str]  # NAMESPACE/NAME from CNI_ARGS at ADD

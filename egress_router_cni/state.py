@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import zlib
 from enum import Enum
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, Optional
+
+from .record import Record
 
 PREFIX = "egress-router "  # starts both encodings: marks the link, the table, the rule as ours
 IFALIASZ = 256  # the kernel's alias buffer, NUL included: at most 255 bytes of text
@@ -43,8 +45,8 @@ def backend_named(name: object) -> Optional[Backend]:
     return None
 
 
-# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
-class RouterState(NamedTuple):
+# Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class RouterState(Record):
     """One attachment's record: whose it is and what to restore.
 
     forwarding maps an address family (4, 6) to the value its forwarding

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Union
+from typing import List, Optional, Union
 
 from ..config import IPAddress, NetConf
 from ..errors import InvalidConfig
+from ..record import Record
 
 # Interface names end up inside rule text; the kernel allows almost any byte,
 # a rule language does not. Runtimes use names like eth0, net1, eth1.
 _SAFE_IFNAME = re.compile(r"^[A-Za-z0-9_.\-@+]{1,15}$")
 
 
-# NamedTuple, not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
-class DnatRule(NamedTuple):
+# Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
+class DnatRule(Record):
     """Traffic arriving on in_iface [PROTO dport PORT] is sent to to_addr[:to_port]."""
 
     family: int
@@ -25,7 +26,7 @@ class DnatRule(NamedTuple):
     to_port: Optional[int] = None
 
 
-class SnatRule(NamedTuple):
+class SnatRule(Record):
     """Traffic leaving out_iface gets the reserved source address."""
 
     family: int

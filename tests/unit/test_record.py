@@ -1,0 +1,56 @@
+"""Record behaves as the typing.NamedTuple it stands in for."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from egress_router_cni.record import Record
+
+
+class Typed(NamedTuple):
+    """A docstring."""
+
+    index: int
+    name: str
+    kind: Optional[str] = None
+    up: bool = False
+
+    def label(self) -> str:
+        return f"{self.name}#{self.index}"
+
+
+class Plain(Record):
+    """A docstring."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as LinkInfo does
+    name: str
+    kind: Optional[str] = None
+    up: bool = False
+
+    def label(self) -> str:
+        return f"{self.name}#{self.index}"
+
+
+def test_record_matches_named_tuple() -> None:
+    typed, plain = Typed(3, "net1", up=True), Plain(3, "net1", up=True)
+    assert tuple(plain) == tuple(typed) == (3, "net1", None, True)
+    assert plain._fields == typed._fields
+    assert plain._field_defaults == typed._field_defaults
+    assert repr(plain) == repr(typed).replace("Typed", "Plain")
+    assert plain.label() == typed.label() == "net1#3"
+    assert plain._replace(name="eth0") == (3, "eth0", None, True)
+    assert plain._asdict() == typed._asdict()
+    assert Plain.__doc__ == "A docstring."
+    assert isinstance(plain, tuple) and type(plain).__name__ == "Plain"
+    assert plain == Plain(3, "net1", None, True) and hash(plain) == hash(Plain(3, "net1", None, True))
+
+
+def test_record_keeps_tuple_semantics() -> None:
+    plain = Plain(1, "a")
+    assert not hasattr(plain, "__dict__")  # __slots__ = (): as small as a NamedTuple
+    try:
+        Plain()  # type: ignore[call-arg]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("missing fields must raise TypeError")
