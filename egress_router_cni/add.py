@@ -134,6 +134,8 @@ def run_steps(ctx: AddContext, hook: Optional[StepHook] = None) -> None:
         if hook:
             hook("before", step.name)
         step.run(ctx)
+        # A step's lines reach the file when it ends: a killed ADD leaves the record of the steps it completed.
+        ctx.log.flush()
         if hook:
             hook("after", step.name)
 

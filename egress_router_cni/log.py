@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import DEFAULT_LOG_FILE
 
@@ -158,6 +158,7 @@ class PluginLog:
         self.path = path or default
         self.name = ""
         self._render: Optional[Callable[[str, str], str]] = None
+        self._pending: List[str] = []
         if fmt == "json":
             self._render = _json_renderer(self.context)
         refused = ""
@@ -212,18 +213,61 @@ class PluginLog:
     def _append(self, level: str, message: str) -> None:
         if self.fd is None:
             return
-        line = self._render(level, message) if self._render else format_line(level, message)
+        self._pending.append(self._render(level, message) if self._render else format_line(level, message))
+        if level == "error":
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the lines logged since the last flush; a write error is warned about, not raised.
+
+        Lines are buffered between flushes (ADD flushes after each step, an error
+        line at once, close() the rest) and appended with one O_APPEND write per
+        flush: a single write of whole lines never interleaves with another
+        process's. The lock is shared for that write (writers do not wait for
+        each other) and exclusive only to rotate, which must not happen between
+        a writer's look at the file and its write.
+        """
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("utf-8", "replace")
+        self._pending = []
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                self._rotate_if_needed()
-                if self.fd is not None:
-                    os.write(self.fd, line.encode("utf-8", "replace"))
-            finally:
-                if self.fd is not None:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+            while data and self.fd is not None:
+                data = self._write_some(data)
         except OSError as e:
             self._warn(f"cannot write log file {self.path!r}: {e.strerror or e}")
+
+    def _write_some(self, data: bytes) -> bytes:
+        """Write the lines of data that fit under the size cap (at least one); return the rest."""
+        assert self.fd is not None
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+        try:
+            if self._must_rotate():
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+                self._rotate_if_needed()
+            fd = self._current_fd()  # rotation reopened it, or closed it (a backup it must not replace)
+            if fd is None:
+                return b""
+            # Whole lines while the file is under the cap: it ends at most one line above it.
+            room = MAX_LOG_BYTES - os.fstat(fd).st_size
+            cut = len(data) if room >= len(data) else data.find(b"\n", max(room - 1, 0)) + 1
+            os.write(fd, data[: cut or len(data)])
+            return data[cut:] if cut else b""
+        finally:
+            if self.fd is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _current_fd(self) -> Optional[int]:
+        return self.fd
+
+    def _must_rotate(self) -> bool:
+        """Whether the open file is over the cap or no longer the one at the path (another process rotated)."""
+        assert self.fd is not None
+        st = os.fstat(self.fd)
+        current = self._entry(self.name)
+        if current is None or (current.st_ino, current.st_dev) != (st.st_ino, st.st_dev):
+            return True
+        return st.st_size >= MAX_LOG_BYTES
 
     def _entry(self, name: str) -> Optional[os.stat_result]:
         assert self.dir_fd is not None
@@ -274,7 +318,8 @@ class PluginLog:
             self.fd = None
 
     def close(self) -> None:
-        """Close the log file and its directory; later writes are dropped."""
+        """Write what is buffered, close the log file and its directory; later writes are dropped."""
+        self.flush()
         self._close_file()
         if self.dir_fd is not None:
             os.close(self.dir_fd)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 from typing import Any, List, Optional, Union
 
+from .. import linger
 from ..errors import NatError, NotAvailable
 from ..netlink import NetlinkError, Socket
 from ..state import Backend
@@ -31,9 +32,9 @@ __all__ = ["FAMILIES", "TABLE", "NftablesBackend", "nftables_present", "nftables
 
 
 def release() -> None:
-    """Close the netfilter sockets of this command."""
+    """Close the netfilter sockets of this command (a CNI exec: after it has exited, see linger.py)."""
     while _spent:
-        _spent.pop().close()
+        linger.close(_spent.pop().sock.detach())
 
 
 def _socket() -> Socket:

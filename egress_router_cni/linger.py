@@ -1,0 +1,76 @@
+"""Close the netfilter sockets of a CNI exec after it has exited, in a child nobody waits for.
+
+Releasing a netfilter socket after a commit waits for nf_tables to free the
+transaction (nft_rcv_nl_event flushes the destroy work, which waits out an RCU
+grace period: a median 9 ms per ADD here, up to 20 ms under load). The rules
+are live once the commit is acknowledged, so the runtime need not wait for
+that: the CNI entry point defers the close (defer()) and, once the answer is
+written, hands the sockets to a child (finish()) that closes them when this
+process has exited. The child holds nothing else (no standard stream: the
+runtime reads our stdout to its end), lives a few milliseconds, and is reaped
+by whoever adopts it. Library use and the tests close at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+_deferred: Optional[List[int]] = None  # None: close at once
+
+
+def defer() -> None:
+    """From now on, close() keeps the descriptors for finish() instead of closing them."""
+    global _deferred
+    if _deferred is None:
+        _deferred = []
+
+
+def close(fd: int) -> None:
+    """Close fd now, or at finish() when defer() was called."""
+    if _deferred is None:
+        os.close(fd)
+    else:
+        _deferred.append(fd)
+
+
+def finish() -> None:
+    """Hand the deferred descriptors to a child that closes them after this process exits."""
+    global _deferred
+    fds, _deferred = _deferred or [], None
+    if not fds:
+        return
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:
+        _close_all(fds)
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        _close_all(fds)
+        return
+    if pid == 0:  # the child
+        try:
+            keep = sorted([*fds, read_end])
+            start = 0
+            for fd in keep:  # every other descriptor, the standard streams first
+                os.closerange(start, fd)
+                start = fd + 1
+            os.closerange(start, 1 << 20)
+            os.read(read_end, 1)  # end of file: the parent (holding write_end) has exited
+            for fd in fds:
+                os.close(fd)  # the last reference: the grace period is waited out here
+        finally:
+            os._exit(0)
+    # The parent: its copies are not the last references, so these closes do not wait.
+    # write_end stays open until exit: the child's signal to close.
+    os.close(read_end)
+    _close_all(fds)
+
+
+def _close_all(fds: List[int]) -> None:
+    for fd in fds:
+        os.close(fd)
