@@ -37,7 +37,6 @@ DEFAULT_CONFLICT_WINDOW_MS = 200
 CONFLICT_WINDOW_RANGE = (10, 5000)
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_PORT_RE = re.compile(r"[0-9]{1,5}")
 _DIGITS_RE = re.compile(r"[0-9]+")
 _GRAMMAR = "IP[/prefix], 'PORT PROTO IP[/prefix]' or 'PORT PROTO IP[/prefix] TARGETPORT' (PROTO: tcp, udp or sctp)"
 
@@ -492,7 +491,8 @@ def _cross_check(dests: List[Destination], families: Any) -> None:
 
 
 def _port(entry: str, text: str, what: str) -> int:
-    if not _PORT_RE.fullmatch(text) or not 1 <= int(text) <= 65535:
+    # 1 to 5 ASCII digits, without a regular expression: 1000 destinations call this 2000 times.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
         raise InvalidConfig("invalid destination", f"{entry!r}: {what} {text!r} is not a number from 1 to 65535")
     return int(text)
 
@@ -501,14 +501,16 @@ def _dest_address(entry: str, text: str) -> IPAddress:
     try:
         # The upstream docs show "203.0.113.26/30": the prefix is accepted, the
         # DNAT target is the address itself.
-        iface = ipaddress.ip_interface(_unscoped(text))
+        # Without a prefix, ip_address accepts exactly what ip_interface does, at half the cost.
+        plain = _unscoped(text)
+        ip = ipaddress.ip_interface(plain).ip if "/" in plain else ipaddress.ip_address(plain)
     except ValueError:
         raise InvalidConfig(
             "invalid destination", f"{entry!r}: {text!r} is not an IP address; expected {_GRAMMAR}"
         ) from None
-    if iface.ip.is_unspecified or iface.ip.is_multicast:
-        raise InvalidConfig("invalid destination", f"{entry!r}: {iface.ip} cannot be a DNAT target")
-    return iface.ip
+    if ip.is_unspecified or ip.is_multicast:
+        raise InvalidConfig("invalid destination", f"{entry!r}: {ip} cannot be a DNAT target")
+    return ip
 
 
 def _unscoped(text: str) -> str:
