@@ -10,14 +10,16 @@ def main() -> None:
     """Serve one CNI invocation and exit with its status, or run the CLI when CNI_COMMAND is unset."""
     if "CNI_COMMAND" in os.environ:
         # Both imports are cheap: handlers load their command's modules when called.
-        from . import linger
         from .plugin import HANDLERS
         from .protocol import run
 
-        if os.environ["CNI_COMMAND"] == "ADD":
+        deferred = os.environ["CNI_COMMAND"] == "ADD"
+        if deferred:
             # ADD commits its NAT table last: its netfilter sockets are closed after exit, by a
             # child (see linger.py). DEL deletes the link (15-20 ms) after its commit, which
             # outlasts the wait; CHECK commits nothing. Neither pays the fork.
+            from . import linger
+
             linger.defer()
 
         # Binary stdin: the config is JSON bytes; a decoding error must become code 6, not a crash.
@@ -30,7 +32,10 @@ def main() -> None:
                 stream.flush()
             except (OSError, ValueError):
                 status = status or 1  # the runtime could not read the answer
-        linger.finish()
+        if deferred:
+            from . import linger
+
+            linger.finish()
         os._exit(status)
     from .cli import main as cli_main
 

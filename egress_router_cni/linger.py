@@ -14,7 +14,10 @@ by whoever adopts it. Library use and the tests close at once.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 _deferred: Optional[List[int]] = None  # None: close at once
 
