@@ -8,6 +8,7 @@ from .errors import InvalidConfig, NotAvailable
 from .invocation import master_of
 from .netlink import Netlink
 from .policy import node_policy
+from .state import Backend
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -37,15 +38,15 @@ def cmd_status(args: CmdArgs) -> None:
     from .nat.nftables import nftables_present
 
     # Presence only: STATUS runs in the node's namespace, whose ruleset is not ours to touch.
-    if conf.nat_backend == "nftables" and not nftables_present():
+    if conf.nat_backend == Backend.NFTABLES and not nftables_present():
         raise NotAvailable("nftables is not available", "the kernel does not answer nf_tables requests")
-    if conf.nat_backend == "iptables" or (conf.nat_backend == "auto" and not nftables_present()):
+    if conf.nat_backend == Backend.IPTABLES or (conf.nat_backend == "auto" and not nftables_present()):
         from .nat.iptables import load_iptc
 
         try:
             load_iptc()
         except NotAvailable as e:
-            if conf.nat_backend == "iptables":
+            if conf.nat_backend == Backend.IPTABLES:
                 raise
             from .nat import no_backend
 

@@ -152,8 +152,14 @@ fi
 # --- build ----------------------------------------------------------------------------------
 log "pyinstaller build.spec ($("$BUILD_PY" -m PyInstaller --version), Python $("$BUILD_PY" -c 'import platform; print(platform.python_version())'))"
 rm -rf "$ONEDIR" "$ONEFILE"
-"$BUILD_PY" -m PyInstaller --noconfirm --clean --log-level WARN \
-    --distpath "$REPO/dist" --workpath "$WORK" "$REPO/build.spec"
+# A cache of our own: PyInstaller's default (~/.cache/pyinstaller) is shared by every build
+# on the machine, and two builds at once strip and replace each other's files in it.
+# A failed build leaves no half-assembled tree behind for a later step to run.
+if ! PYINSTALLER_CONFIG_DIR="$REPO/build/pyinstaller-config" "$BUILD_PY" -m PyInstaller --noconfirm \
+    --clean --log-level WARN --distpath "$REPO/dist" --workpath "$WORK" "$REPO/build.spec"; then
+    rm -rf "$ONEDIR" "$ONEFILE"
+    die "pyinstaller failed"
+fi
 
 # --- smoke tests (clean environment: no PYTHONPATH, no venv, minimal PATH) --------------------
 smoke() {

@@ -4,11 +4,12 @@
 #   scripts/test.sh                  everything: ruff, mypy, pytest (unit, netns, real runtimes),
 #                                    the fuzzer for 60 s, the e2e suite against the frozen build, and
 #                                    the portable (glibc 2.31) build with its checks (ERT_SKIP_PORTABLE=1 skips it),
-#                                    and all but the portable build again in a pristine Debian 13
-#                                    root filesystem (scripts/test-distro.sh; ERT_SKIP_DISTRO=1 skips it)
+#                                    and all but the portable build again in a pristine root filesystem
+#                                    of the other Debian release, 13 on a Debian 12 machine and 12 on a
+#                                    Debian 13 one (scripts/test-distro.sh; ERT_SKIP_DISTRO=1 skips it)
 #   scripts/test.sh [PYTEST_ARGS...] only pytest with these arguments, e.g. scripts/test.sh -k e2e -x
 #
-# As root on a fresh Debian 12 / Ubuntu machine it installs iproute2, nftables
+# As root on a fresh Debian 12 or 13 / Ubuntu machine it installs iproute2, nftables
 # (and python3-venv if needed) with apt-get and the project with its test
 # extras into .venv (see scripts/lib/setup.sh for ERT_VENV / ERT_SKIP_INSTALL).
 # pytest runs inside a fresh network namespace (unshare --net) so the
@@ -59,7 +60,7 @@ else
     if ert_is_root && [ -f "$ERT_ROOT/scripts/build.sh" ]; then
         # The installed form is the frozen onedir build: the end-to-end suite runs against it too.
         step build env PYTHON="$ERT_PYTHON" bash "$ERT_ROOT/scripts/build.sh"
-        if [ -x "$ERT_ROOT/dist/egress-router/egress-router" ]; then
+        if [[ " ${failed[*]} " != *" build "* ]] && [ -x "$ERT_ROOT/dist/egress-router/egress-router" ]; then
             step pytest-frozen env EGRESS_ROUTER_EXE="$ERT_ROOT/dist/egress-router/egress-router" \
                 unshare --net -- "$ERT_PYTHON" -m pytest tests/netns tests/runtimes -q
         fi
@@ -75,11 +76,16 @@ else
                 failed+=(portable)
             fi
         fi
-        # All of the above but the portable build, under Debian 13's Python 3.13, iptables 1.8.11,
-        # podman 5 and containerd, in a pristine Debian 13 root filesystem (ERT_SKIP_DISTRO=1 skips
-        # it; no Debian mirror is a printed skip). See scripts/test-distro.sh.
+        # All of the above but the portable build, again on the other supported Debian release,
+        # in a pristine root filesystem: Debian 13 (Python 3.13, iptables 1.8.11, podman 5) from a
+        # Debian 12 machine, Debian 12 from a Debian 13 one, so both are tested wherever CI runs
+        # (ERT_SKIP_DISTRO=1 skips it; no Debian mirror is a printed skip). See scripts/test-distro.sh.
         if [ "${ERT_SKIP_DISTRO:-0}" != 1 ]; then
-            step debian13 bash "$ERT_ROOT/scripts/test-distro.sh" trixie
+            case "$(cat /etc/debian_version 2>/dev/null)" in
+                13* | trixie*) other=bookworm ;;
+                *) other=trixie ;;
+            esac
+            step "distro-$other" bash "$ERT_ROOT/scripts/test-distro.sh" "$other"
         fi
     fi
 fi

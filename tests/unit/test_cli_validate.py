@@ -209,15 +209,15 @@ def test_cli_validate_policy_violation_names_file_key_and_value(
     path = write_policy(tmp_path, policy)
     result = validate(tmp_path, plugin_conf(**changes), "--policy", str(path))
     assert result.exit_code == 1, result.output
-    assert f"{path}: {named}" in result.output
-    assert "(CNI error code 106)" in result.output
+    assert f"{path}: {named}" in result.stderr
+    assert "(CNI error code 106)" in result.stderr
 
 
 def test_cli_validate_policy_allowing_passthru(tmp_path: Path) -> None:
     path = write_policy(tmp_path, {"allowedModes": ["bridge", "passthru"]})
     result = validate(tmp_path, plugin_conf(interfaceArgs={"mode": "passthru"}), "--policy", str(path))
     assert result.exit_code == 0, result.output
-    assert f"allowed by the node policy {path}" in result.output
+    assert f"allowed by the node policy {path}" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_cli_validate_bad_policy_file_is_refused(tmp_path: Path, text: str, name
     path = write_policy(tmp_path, text)
     result = validate(tmp_path, plugin_conf(), "--policy", str(path))
     assert result.exit_code == 1, result.output
-    assert named in result.output and "(CNI error code 106)" in result.output
+    assert named in result.stderr and "(CNI error code 106)" in result.stderr
 
 
 def test_cli_validate_escapes_control_characters_of_the_config(tmp_path: Path) -> None:
