@@ -597,19 +597,3 @@ def test_log_error_line_is_written_at_once_with_what_came_before(tmp_path: Path)
     plugin_log.error("ADD failed: rolling back")
     assert messages_of(path) == ["step done", "ADD failed: rolling back"]
     plugin_log.close()
-
-
-def test_log_one_flush_still_rotates_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A flush of many lines cuts at the line that crosses the cap, rotates, and writes the rest."""
-    monkeypatch.setattr(log, "MAX_LOG_BYTES", 300)
-    path = tmp_path / "egress-router-log"
-    plugin_log = open_log(path)
-    for i in range(25):
-        plugin_log.debug(f"line {i:03d}")
-    plugin_log.flush()
-    plugin_log.close()
-    current, backup = messages_of(path), messages_of(tmp_path / "egress-router-log.1")
-    # Nothing lost at the last rotation (an older backup is replaced by design): a contiguous tail.
-    assert backup + current == [f"line {i:03d}" for i in range(25)][-len(backup + current) :]
-    assert (tmp_path / "egress-router-log.1").stat().st_size <= 300 + len(format_line("debug", "line 000"))
-    assert path.stat().st_size <= 300 + len(format_line("debug", "line 000"))
