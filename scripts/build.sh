@@ -86,10 +86,22 @@ dirs = [sysconfig.get_config_var("LIBDIR") or "", sysconfig.get_config_var("LIBP
 sys.exit(0 if any(os.path.exists(os.path.join(d, name)) for d in dirs if d) else 1)
 EOF
 }
+# The linker cache, read once: `ldconfig -p | grep -q` under pipefail fails whenever grep
+# stops reading before ldconfig has written everything (SIGPIPE).
+LD_CACHE=$(ldconfig -p 2>/dev/null || true)
+has_lib() { grep -q "$1" <<<"$LD_CACHE"; }
+# libxt_comment.so in any of the distributions' extension directories (`ls A B C` fails
+# when any one of them is missing, so each is tested on its own).
+has_xt_extensions() {
+    local f
+    for f in /usr/lib/*/xtables/libxt_comment.so /usr/lib64/xtables/libxt_comment.so /usr/lib/xtables/libxt_comment.so; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
+}
 has_libpython || need_pkg "libpython$PYVER"
 command -v strip >/dev/null || need_pkg binutils
-if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] \
-    && ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 '; then
+if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] && ! has_lib 'libxtables\.so\.12 '; then
     need_pkg libxtables12
 fi
 if [ "$WITH_IPTABLES" = 1 ]; then
@@ -99,10 +111,7 @@ if [ "$WITH_IPTABLES" = 1 ]; then
     # The bundle carries python-iptables, not xtables: the self-test loads libxtables, libip4tc
     # and the extensions (libxt_comment.so, libipt_DNAT.so...) from the build machine, and
     # minimal or container images have neither. Debian's iptables package brings all three.
-    if ! ldconfig -p 2>/dev/null | grep -q 'libxtables\.so\.12 ' \
-        || ! ldconfig -p 2>/dev/null | grep -q 'libip4tc\.so\.2 ' \
-        || ! ls /usr/lib/*/xtables/libxt_comment.so /usr/lib64/xtables/libxt_comment.so \
-            /usr/lib/xtables/libxt_comment.so >/dev/null 2>&1; then
+    if ! has_lib 'libxtables\.so\.12 ' || ! has_lib 'libip4tc\.so\.2 ' || ! has_xt_extensions; then
         need_pkg iptables
     fi
 fi
