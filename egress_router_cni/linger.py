@@ -5,10 +5,11 @@ transaction (nft_rcv_nl_event flushes the destroy work, which waits out an RCU
 grace period: a median 9 ms per ADD here, up to 20 ms under load). The rules
 are live once the commit is acknowledged, so the runtime need not wait for
 that: the CNI entry point defers the close (defer()) and, once the answer is
-written, hands the sockets to a child (finish()) that closes them when this
-process has exited. The child holds nothing else (no standard stream: the
-runtime reads our stdout to its end), lives a few milliseconds, and is reaped
-by whoever adopts it. Library use and the tests close at once.
+written, closes its standard streams and hands the sockets to a child
+(finish()) that closes them when this process has exited. The child holds
+nothing else (never a standard stream: the runtime reads our stdout to its
+end), lives a few milliseconds, and is reaped by whoever adopts it. Library
+use and the tests close at once.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ def close(fd: int) -> None:
 
 
 def finish() -> None:
-    """Hand the deferred descriptors to a child that closes them after this process exits."""
+    """Hand the deferred descriptors to a child that closes them after this process exits.
+
+    Call it last, once the answer is written: it closes the standard streams
+    first, so the runtime reads the end of our stdout now, whenever the child
+    gets a CPU (the child never holds them).
+    """
     global _deferred
     fds, _deferred = _deferred or [], None
     if not fds:
         return
+    os.closerange(0, 3)
     try:
         read_end, write_end = os.pipe()
     except OSError:
@@ -59,8 +66,9 @@ def finish() -> None:
         try:
             keep = sorted([*fds, read_end])
             start = 0
-            for fd in keep:  # every other descriptor, the standard streams first
-                os.closerange(start, fd)
+            for fd in keep:  # every other descriptor (the log, the namespaces, the other sockets)
+                if start < fd:  # closerange(n, n) would close everything from n on
+                    os.closerange(start, fd)
                 start = fd + 1
             os.closerange(start, 1 << 20)
             os.read(read_end, 1)  # end of file: the parent (holding write_end) has exited
