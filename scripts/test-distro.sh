@@ -4,8 +4,11 @@
 # iptables; no pip, venv, nftables or gcc), a fresh `git clone` of HEAD, then
 # `bash scripts/test.sh`, which installs what it needs with apt-get and pip.
 #
-#   scripts/test-distro.sh [SUITE]      default: trixie (Debian 13: Python 3.13, iptables
-#                                       1.8.11, podman 5, containerd 1.7)
+#   scripts/test-distro.sh [SUITE [COMMAND]]
+#                                       SUITE default: trixie (Debian 13: Python 3.13, iptables
+#                                       1.8.11, podman 5, containerd 1.7); COMMAND: run that
+#                                       instead of the tests (test.sh runs the stock-machine
+#                                       install check, scripts/fresh-install-check.sh, this way)
 #
 # What runs inside: the README's test command without the two steps that do not depend on
 # the release it runs on: the portable build (it always builds in its own Debian 11 root
@@ -24,6 +27,7 @@
 set -euo pipefail
 
 SUITE=${1:-trixie}
+COMMAND=${2:-"ERT_SKIP_PORTABLE=1 ERT_SKIP_DISTRO=1 ERT_FUZZ_SECONDS=${ERT_DISTRO_FUZZ_SECONDS:-20} bash scripts/test.sh"}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=test-distro.sh
 log() { echo "$PROG: $*" >&2; }
@@ -60,10 +64,8 @@ if ! command -v debootstrap >/dev/null; then
 fi
 
 t0=$(date +%s)
-log "Debian $SUITE: bash scripts/test.sh in a pristine root filesystem (HEAD $(git -C "$ROOT" rev-parse --short HEAD))"
+log "Debian $SUITE: $COMMAND, in a pristine root filesystem (HEAD $(git -C "$ROOT" rev-parse --short HEAD))"
 rc=0
-FRESH_SUITE=$SUITE bash "$FRESH_RUN" "$ROOT" \
-    "ERT_SKIP_PORTABLE=1 ERT_SKIP_DISTRO=1 ERT_FUZZ_SECONDS=${ERT_DISTRO_FUZZ_SECONDS:-20} bash scripts/test.sh" \
-    </dev/null || rc=$?
+FRESH_SUITE=$SUITE bash "$FRESH_RUN" "$ROOT" "$COMMAND" </dev/null || rc=$?
 log "Debian $SUITE: exit $rc after $(($(date +%s) - t0)) s"
 exit "$rc"

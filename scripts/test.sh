@@ -86,6 +86,11 @@ else
                 *) other=trixie ;;
             esac
             step "distro-$other" bash "$ERT_ROOT/scripts/test-distro.sh" "$other"
+            # The install paths on a stock Debian 12 cloud image before demo.sh or test.sh ran:
+            # `pip install .` (YAML render, NAT without libnftables or python-iptables) and
+            # build.sh with the iptables package removed (it installs its own prerequisites).
+            step fresh-install bash "$ERT_ROOT/scripts/test-distro.sh" bookworm \
+                "bash scripts/fresh-install-check.sh --throwaway-machine"
         fi
     fi
 fi
