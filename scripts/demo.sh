@@ -109,7 +109,10 @@ done
 title "egress-router inspect --container-id ${CONTAINER_ID:0:12} --check (the manual's verification in one command)"
 # No --log-file: ADD recorded its log path (not the default here) with the router.
 ip netns exec "$NODE" env -u CNI_COMMAND "${EXE[@]}" inspect --container-id "${CONTAINER_ID:0:12}" \
-    --check --config "$CONF" | sed -n '1,/^Log/p'
+    --check --config "$CONF" |
+    awk '/^Log/ { inlog = 1; print; next }
+         inlog && ++n > 3 { if (n == 4) print "  … (the rest as printed above)"; next }
+         { print }'
 
 title "A second router (pod $POD2, 192.168.12.98), then egress-router inspect --all"
 ip netns add "$POD2"
