@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Any, Dict, List, Optional
 
 from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
+from .jsonio import dumps
 from .record import Record
 
 
@@ -207,7 +207,7 @@ def _checked_gateway(value: Any, where: str) -> str:
 
 
 def _wrong_type(value: Any, where: str, expected: str) -> DecodingFailure:
-    shown = json.dumps(value)[:64]
+    shown = dumps(value)[:64]
     return DecodingFailure("failed to parse prevResult", f"{where} is {shown}; expected {expected}")
 
 
