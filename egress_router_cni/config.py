@@ -7,22 +7,25 @@ existing NetworkAttachmentDefinition works unchanged.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
 from .jsonio import dumps, loads
 from .record import Record
-from .state import FAMILIES, Backend
+from .state import BACKENDS, FAMILIES
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set, Tuple, Union
+
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 # The config's macvlan mode names (any case) and the kernel's IFLA_MACVLAN_MODE value of each.
 MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}
-NAT_BACKENDS = ("auto", *(b.value for b in Backend))
+NAT_BACKENDS = ("auto", *BACKENDS)
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.

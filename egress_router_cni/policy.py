@@ -28,12 +28,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
 from .jsonio import loads
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 DEFAULT_POLICY_FILE = "/etc/egress-router/policy.json"
 POLICY_ENV = "EGRESS_ROUTER_POLICY"
@@ -48,7 +51,8 @@ KEYS = (
     "addressConflictDetection",
 )
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+if TYPE_CHECKING:
+    IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class Policy(Record):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Optional
 
 from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
 from .jsonio import dumps
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 
 # Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.

@@ -20,12 +20,16 @@ import os
 import sys
 import types
 from functools import partial
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
 from ..jsonio import dumps, loads
 from ..state import Backend
-from .rules import DnatRule, Rule, SnatRule, dnat_target
+from .rules import DnatRule, SnatRule, dnat_target
+
+if TYPE_CHECKING:
+    from ..state import BackendName
+    from .rules import Rule
 
 COMMENT_PREFIX = "egress-router "
 XTABLES_LOCK = "/run/xtables.lock"
@@ -204,7 +208,7 @@ class IptablesBackend:
     never loads an extension; each child loads them for its one family.
     """
 
-    name = Backend.IPTABLES
+    name: BackendName = Backend.IPTABLES
 
     def __init__(self) -> None:
         self.iptc = load_iptc()

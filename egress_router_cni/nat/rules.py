@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Union
-
-from ..config import ASCII_ALNUM, IPAddress, NetConf
+from ..config import ASCII_ALNUM, NetConf
 from ..errors import InvalidConfig
 from ..record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Union
+
+    from ..config import IPAddress
 
 # Interface names end up inside rule text; the kernel allows almost any byte,
 # a rule language does not. Runtimes use names like eth0, net1, eth1. The whole
@@ -34,7 +38,8 @@ class SnatRule(Record):
     to_addr: IPAddress
 
 
-Rule = Union[DnatRule, SnatRule]
+if TYPE_CHECKING:
+    Rule = Union[DnatRule, SnatRule]
 
 
 def check_ifname_for_rules(name: str, what: str) -> str:

@@ -54,3 +54,34 @@ def test_record_keeps_tuple_semantics() -> None:
         pass
     else:
         raise AssertionError("missing fields must raise TypeError")
+
+
+def test_record_constructs_and_copies_as_named_tuple_does() -> None:
+    """Keywords, defaults, and the errors of a wrong call, as NamedTuple's generated __new__ gives them."""
+    import copy
+    import pickle
+
+    assert Plain(name="a", index=1) == Typed(name="a", index=1) == (1, "a", None, False)
+    assert Plain(1, "a", up=True) == Typed(1, "a", up=True)
+    for bad_call in (
+        lambda cls: cls(1),  # missing a field without default
+        lambda cls: cls(1, "a", name="b"),  # a field given twice
+        lambda cls: cls(1, "a", colour="red"),  # no such field
+        lambda cls: cls(1, "a", None, False, "extra"),  # too many
+    ):
+        for cls in (Typed, Plain):
+            try:
+                bad_call(cls)
+            except TypeError:
+                continue
+            raise AssertionError(f"{cls.__name__}: a wrong call must raise TypeError")
+    plain = Plain(2, "b", "macvlan")
+    try:
+        plain._replace(colour="red")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("_replace of an unknown field must raise ValueError")
+    assert copy.copy(plain) == copy.deepcopy(plain) == plain
+    assert pickle.loads(pickle.dumps(plain)) == plain  # Plain is module-level: picklable by name
+    assert plain.index == 2 and Plain.index.__doc__ == Typed.index.__doc__  # type: ignore[attr-defined]
