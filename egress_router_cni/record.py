@@ -10,7 +10,8 @@ exec), and collections (with operator, keyword, reprlib, itertools) is
 another few ms whose namedtuple `eval`s a constructor per class. Here a
 record class is one `type()` call: its fields are `_tuplegetter`s (the C
 accessor namedtuple itself uses) and one shared constructor maps keyword
-arguments and defaults.
+arguments and defaults; only a class built many times by keyword (a
+destination, a NAT rule) gets namedtuple's compiled constructor, once it is.
 """
 
 from __future__ import annotations
@@ -30,13 +31,23 @@ else:
 
         def __new__(cls, *args, **kwargs):
             fields = cls._fields
-            if kwargs or len(args) != len(fields):
-                args = cls._arguments(args, kwargs)
-            return tuple.__new__(cls, args)
+            if not kwargs:
+                if len(args) == len(fields):
+                    return tuple.__new__(cls, args)
+            elif not args:
+                _count(cls)
+                # All by keyword, the usual call: the defaults merged in and read in field order, in C.
+                given = {**cls._field_defaults, **kwargs}
+                if len(given) == len(fields):
+                    try:
+                        return tuple.__new__(cls, map(given.__getitem__, fields))
+                    except KeyError:
+                        pass  # a field is missing (and an unknown keyword given): reported below
+            return tuple.__new__(cls, cls._arguments(args, kwargs))
 
         @classmethod
         def _arguments(cls, args, kwargs):
-            """The field values for a call with keywords or omitted defaults; TypeError as a function call would."""
+            """The field values of any other call; TypeError as a function call with these parameters would raise."""
             fields, name = cls._fields, cls.__name__
             if len(args) > len(fields):
                 raise TypeError(f"{name}() takes {len(fields)} positional arguments but {len(args)} were given")
@@ -69,6 +80,26 @@ else:
 
         def _asdict(self):
             return dict(zip(self._fields, self))
+
+    # Keyword calls above cost ~1 us against ~0.3 for a constructor with the fields as
+    # parameters, which namedtuple compiles for every class (~30 us each, most of them
+    # built a few times per exec). A class called by keyword this often gets one.
+    _COMPILE_AFTER = 64
+    _calls = {}
+
+    def _count(cls):
+        calls = _calls[cls] = _calls.get(cls, 0) + 1
+        if calls == _COMPILE_AFTER:
+            cls.__new__ = _compiled_new(cls)
+
+    def _compiled_new(cls):
+        """namedtuple's constructor for cls: `def __new__(_cls, a, b=default): return tuple.__new__(_cls, (a, b))`."""
+        names = ", ".join(cls._fields)
+        scope = {"_tuple_new": tuple.__new__, "__builtins__": {}}
+        new = eval(f"lambda _cls, {names}: _tuple_new(_cls, ({names},))", scope)
+        new.__defaults__ = tuple(cls._field_defaults.values()) or None
+        new.__name__, new.__qualname__ = "__new__", f"{cls.__qualname__}.__new__"
+        return staticmethod(new)
 
     class _RecordMeta(type):
         def __new__(mcls, name, bases, namespace):

@@ -85,3 +85,30 @@ def test_record_constructs_and_copies_as_named_tuple_does() -> None:
     assert copy.copy(plain) == copy.deepcopy(plain) == plain
     assert pickle.loads(pickle.dumps(plain)) == plain  # Plain is module-level: picklable by name
     assert plain.index == 2 and Plain.index.__doc__ == Typed.index.__doc__  # type: ignore[attr-defined]
+
+
+def test_record_called_often_by_keyword_behaves_the_same() -> None:
+    """After many keyword calls a record class gets a compiled constructor (record.py): same results, same errors."""
+
+    class Often(Record):
+        family: int
+        name: str
+        port: Optional[int] = None
+        up: bool = False
+
+    made = [Often(family=4, name=f"n{i}", up=i % 2 == 0) for i in range(200)]
+    assert made[150] == (4, "n150", None, True) and made[151] == (4, "n151", None, False)
+    assert Often(6, "x") == Often(6, "x", None, False) == Often(name="x", family=6)
+    assert Often(6, name="x", port=80) == (6, "x", 80, False)
+    assert Often.__new__.__qualname__.endswith("Often.__new__")  # its own constructor by now
+    for bad_call in (
+        lambda: Often(family=4),
+        lambda: Often(4, "a", family=6),
+        lambda: Often(4, "a", colour="red"),
+        lambda: Often(4, "a", 1, True, "extra"),
+    ):
+        try:
+            bad_call()
+        except TypeError:
+            continue
+        raise AssertionError("a wrong call must raise TypeError")
