@@ -26,12 +26,12 @@ Cost when there is no file: one failed open(2) per invocation.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import stat
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
+from .jsonio import loads
 from .record import Record
 
 TYPE_CHECKING = False
@@ -167,7 +167,7 @@ def parse_policy(data: bytes, path: str) -> Policy:
     if len(data) > MAX_POLICY_BYTES:
         raise ValueError(f"the policy file is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
+from .jsonio import dumps
 from .record import Record
 
 TYPE_CHECKING = False
@@ -210,7 +210,7 @@ def _checked_gateway(value: Any, where: str) -> str:
 
 
 def _wrong_type(value: Any, where: str, expected: str) -> DecodingFailure:
-    shown = json.dumps(value)[:64]
+    shown = dumps(value)[:64]
     return DecodingFailure("failed to parse prevResult", f"{where} is {shown}; expected {expected}")
 
 

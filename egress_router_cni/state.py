@@ -12,9 +12,9 @@ malformed decodes as None ("not ours") and never raises.
 
 from __future__ import annotations
 
-import json
 import zlib
 
+from .jsonio import dumps, loads
 from .record import Record
 
 TYPE_CHECKING = False
@@ -74,10 +74,10 @@ def encode_alias(state: RouterState) -> str:
     record: Dict[str, Any] = {"owner": state.owner, "forwarding": {str(f): v for f, v in state.forwarding.items()}}
     if state.nat is not None:
         record["nat"] = state.nat
-    alias = PREFIX + json.dumps(record, separators=(",", ":"))
+    alias = PREFIX + dumps(record, separators=(",", ":"))
     if state.log_file:
         record["log"] = state.log_file
-        with_log = PREFIX + json.dumps(record, separators=(",", ":"))
+        with_log = PREFIX + dumps(record, separators=(",", ":"))
         if len(with_log.encode()) < IFALIASZ:
             alias = with_log
     return alias
@@ -88,7 +88,7 @@ def decode_alias(alias: str) -> Optional[RouterState]:
     if not alias.startswith(PREFIX):
         return None
     try:
-        record = json.loads(alias[len(PREFIX) :])
+        record = loads(alias[len(PREFIX) :])
     except ValueError:
         return None
     if not isinstance(record, dict):

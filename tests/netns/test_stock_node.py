@@ -178,6 +178,12 @@ FORBIDDEN_IN_CNI_MODE = (
     "inspect",
     # only an error path may print a traceback
     "traceback",
+    # JSON through jsonio on `_json` (the package's decoder compiles regexes); no regex anywhere
+    "json",
+    "json.decoder",
+    "json.encoder",
+    "json.scanner",
+    "re",
 )
 
 
