@@ -321,7 +321,7 @@ def _fds() -> Dict[str, str]:
 
 def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_file: Path) -> None:
     """In-process: no fd (netlink sockets, netns handles, log file, pipes) survives ADD or DEL."""
-    from egress_router_cni import add, teardown
+    from egress_router_cni import add, delete
 
     conf = router_config("1.0.0", str(log_file))
     container_id = uuid.uuid4().hex
@@ -330,7 +330,7 @@ def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_fi
         inner = _fds()
         add.cmd_add(cmd_args("ADD", conf, pod, container_id))
         assert _fds() == inner, "ADD leaked a file descriptor"
-        teardown.cmd_del(cmd_args("DEL", conf, pod, container_id))
+        delete.cmd_del(cmd_args("DEL", conf, pod, container_id))
         assert _fds() == inner, "DEL leaked a file descriptor"
     assert _fds() == before
 
