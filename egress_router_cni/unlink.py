@@ -39,12 +39,20 @@ class LinkDeletion:
         self._outcomes: Dict[int, Union[bool, BaseException]] = {}
         self._done = _thread.allocate_lock()
         self._done.acquire()
-        if links:
-            _thread.start_new_thread(self._run, (nl,))
-        else:
+        if not links:
             self._done.release()
+            return
+        # A new thread runs only once it holds the GIL, which the busy main thread gives up
+        # only every 5 ms (sys.getswitchinterval), or later inside a long C call such as an
+        # import's unmarshalling: 5-20 ms late. So the main thread waits, without the GIL,
+        # until the thread is on its way to the sendto, which releases the GIL in the kernel.
+        self._started = _thread.allocate_lock()
+        self._started.acquire()
+        _thread.start_new_thread(self._run, (nl,))
+        self._started.acquire()
 
     def _run(self, nl: Netlink) -> None:
+        self._started.release()
         try:
             for link in self.links:
                 try:
