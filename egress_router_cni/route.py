@@ -12,9 +12,7 @@ import errno
 import ipaddress
 import time
 from _socket import AF_INET, AF_INET6
-from typing import Any, List, Optional
 
-from .config import IPAddress, IPInterface
 from .errors import RouteError
 from .netlink import (
     NLM_F_CREATE,
@@ -28,6 +26,12 @@ from .netlink import (
     NetlinkError,
 )
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
+
+    from .config import IPAddress, IPInterface
 
 MAIN_TABLE = 254
 # Where the pod's original default routes wait while the router owns the

@@ -7,10 +7,6 @@ rules' note say what to undo, and whose it is.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from functools import partial
-from typing import Callable, Dict, List, Optional
-
 from . import sysctl
 from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
@@ -21,16 +17,24 @@ from .log import PluginLog
 from .nat import NatBackend, get_backend
 from .netlink import Netlink
 from .route import MAIN_TABLE, restore_default_routes, saved_table
-from .state import FAMILIES, Backend, RouterState, backend_named, decode_note
-from .unlink import FoundRouter, LinkDeletion
+from .state import FAMILIES, RouterState, backend_named, decode_note
+from .unlink import LinkDeletion
 
-# One undo action: a step of the cleanup; a CniError it raises is logged and the rest still run.
-Undo = Callable[[], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, Callable, Dict, List, Optional, Type
+
+    from .state import BackendName
+    from .unlink import FoundRouter
+
+    # One undo action: a step of the cleanup; a CniError it raises is logged and the rest still run.
+    Undo = Callable[[], None]
 
 
 def _backends_for_del(configured: str, links: List[LinkInfo], log: PluginLog) -> List[NatBackend]:
     """The backends whose rules this owner may have installed: the recorded one, the configured one."""
-    names: List[Backend] = []
+    names: List[BackendName] = []
     for link in links:
         state = link.state()
         if state is not None and state.nat is not None:
@@ -70,14 +74,19 @@ def teardown(
         links = deleting.links
         notes = {backend.name: decode_note(backend.note(list(FAMILIES))) for backend in backends}
         original = _original_forwarding(owner, links, list(notes.values()), forwarding or {})
-        undo: List[Undo] = [partial(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
+        undo: List[Undo] = [_later(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
         # Waits for the link's deletion: the lines keep their order, and the routes need the link gone.
-        undo += [partial(_remove_link, deleting, link, log) for link in links]
-        undo += [partial(_restore_routes, pod, family, owner, log) for family in FAMILIES]
-        undo += [partial(_reset_forwarding, family, value, log) for family, value in original.items()]
+        undo += [_later(_remove_link, deleting, link, log) for link in links]
+        undo += [_later(_restore_routes, pod, family, owner, log) for family in FAMILIES]
+        undo += [_later(_reset_forwarding, family, value, log) for family, value in original.items()]
         run_undo(undo, log)
     finally:
         deleting.join()
+
+
+def _later(action: Callable[..., None], *args: Any) -> Undo:
+    """action(*args), to be called later (functools.partial without functools' imports on the hot path)."""
+    return lambda: action(*args)
 
 
 def run_undo(undo: List[Undo], log: PluginLog) -> None:
@@ -164,8 +173,42 @@ def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str, f
     for line in found.notes:
         log.debug(line)
     links = found.deleting.links
-    with ExitStack() as backends_open:
-        backends = _backends_for_del(conf.nat_backend if conf else "auto", links, log)
-        opened = [backends_open.enter_context(b) for b in backends]
+    backends = _backends_for_del(conf.nat_backend if conf else "auto", links, log)
+    with _Open(backends) as opened:
         teardown(found.pod, opened, found.owner, log, deleting=found.deleting)
     log.verbose("CNI DEL done")
+
+
+class _Open:
+    """Every backend entered, and exited in reverse order however the block ends.
+
+    contextlib.ExitStack's job, without contextlib's import on the hot path: an
+    exit that raises does not keep the others from closing; the first error wins.
+    """
+
+    def __init__(self, backends: List[NatBackend]) -> None:
+        self.backends = backends
+        self.entered: List[NatBackend] = []
+
+    def __enter__(self) -> List[NatBackend]:
+        opened = []
+        try:
+            for backend in self.backends:
+                opened.append(backend.__enter__())
+                self.entered.append(backend)
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return opened
+
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        failure: Optional[BaseException] = None
+        while self.entered:
+            try:
+                self.entered.pop().__exit__(kind, value, tb)
+            except BaseException as e:  # re-raised below, once the other backends are closed
+                failure = failure or e
+        if failure is not None:
+            raise failure

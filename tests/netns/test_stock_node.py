@@ -21,13 +21,14 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import pytest
 
 from tests import oracle
-from tests.cni import IFNAME, router_config, single_json_document
+from tests.cni import IFNAME, Outcome, Plugin, router_config, single_json_document, with_prev_result
 from tests.topology import Pod, Topology
 
 pytestmark = pytest.mark.netns
@@ -153,22 +154,82 @@ def test_pyyaml_is_a_required_dependency() -> None:
     assert any(r.replace(" ", "").startswith("PyYAML>=") for r in required), required
 
 
-def test_cni_mode_imports_neither_yaml_nor_the_cli(topology: Topology, pod: Pod, log_file: Path) -> None:
-    """ADD, CHECK and DEL of a real router, with every import the interpreter made listed (-X importtime)."""
-    from tests.cni import Plugin, with_prev_result
+# Modules CNI mode (ADD, CHECK, DEL, VERSION) must not import: the human CLI and its
+# libraries, and the stdlib modules the hot path was weaned off (each costs
+# milliseconds per exec, see docs/performance.md). Extend it as modules go.
+# enum, functools, collections, operator, keyword, reprlib and itertools are
+# still imported by re (json's decoder) and ipaddress; types by ctypes (stays).
+FORBIDDEN_IN_CNI_MODE = (
+    "yaml",
+    "click",
+    "structlog",
+    "egress_router_cni.cli",
+    "egress_router_cni.k8s",
+    "logging",
+    "subprocess",
+    # typing and what it pulls in: annotations are strings, typing is imported for mypy only
+    "typing",
+    "_typing",
+    "collections.abc",
+    "contextlib",
+    "warnings",
+    # records are record.Record, not dataclasses (which import inspect, ast, dis)
+    "dataclasses",
+    "inspect",
+    # only an error path may print a traceback
+    "traceback",
+    # JSON through jsonio on `_json` (the package's decoder compiles regexes); no regex anywhere
+    "json",
+    "json.decoder",
+    "json.encoder",
+    "json.scanner",
+    "re",
+)
 
-    plugin = Plugin(topology.node, [sys.executable, "-X", "importtime", "-m", "egress_router_cni"])
+
+def _cni_imports(outcome: Outcome) -> Set[str]:
+    """The modules an `-X importtime` run imported, by name."""
+    # "import time:       123 |        456 | package.module" (and one header line, not numeric)
+    rows = [line[len("import time:") :].split("|") for line in outcome.stderr.splitlines()]
+    return {row[2].strip() for row in rows if len(row) == 3 and row[0].strip().isdigit()}
+
+
+def test_cni_mode_imports_only_what_it_uses(topology: Topology, pod: Pod, log_file: Path) -> None:
+    """VERSION, ADD, CHECK and DEL of a real router, with every import the interpreter made listed (-X importtime).
+
+    `-S`: no site, so no `.pth` file (an editable install's finder imports pathlib,
+    re, ipaddress... itself) pollutes the list; the package comes from the
+    checkout and its dependencies from site-packages, both on PYTHONPATH. Only
+    the plugin's own imports and the interpreter's start-up are listed.
+    """
+    env = {"PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
+    found = subprocess.run(
+        [sys.executable, "-S", "-c", "import egress_router_cni as p; print(p.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == str(REPO / "egress_router_cni" / "__init__.py"), found.stdout
+
+    # As the frozen entry (scripts/lib/pyi_entry.py) starts it: `-m` would list runpy's imports too.
+    entry = "from egress_router_cni.__main__ import main; main()"
+    plugin = Plugin(topology.node, [sys.executable, "-S", "-X", "importtime", "-c", entry])
     conf = router_config("1.0.0", str(log_file))
-    added = plugin.add(conf, pod.path)
+    version = plugin.run("VERSION", {"cniVersion": "1.0.0"}, env=env)
+    assert version.returncode == 0, version.describe()
+    added = plugin.run("ADD", conf, pod.path, env=env)
     try:
         assert added.returncode == 0, added.describe()
-        checked = plugin.check(with_prev_result(conf, added.document()), pod.path)
+        checked = plugin.run("CHECK", with_prev_result(conf, added.document()), pod.path, env=env)
         assert checked.returncode == 0, checked.describe()
     finally:
-        deleted = plugin.delete(conf, pod.path)
+        deleted = plugin.run("DEL", conf, pod.path, env=env)
     assert deleted.returncode == 0, deleted.describe()
-    for outcome, handler in ((added, "add"), (checked, "check"), (deleted, "teardown")):
-        imported = {line.rsplit("|", 1)[1].strip() for line in outcome.stderr.splitlines() if "|" in line}
-        assert f"egress_router_cni.{handler}" in imported, imported  # the import list is complete
-        for forbidden in ("yaml", "click", "structlog", "egress_router_cni.cli", "egress_router_cni.k8s"):
-            assert forbidden not in imported, f"CNI mode imported {forbidden}"
+    for outcome, last in ((version, "protocol"), (added, "add"), (checked, "check"), (deleted, "teardown")):
+        imported = _cni_imports(outcome)
+        assert f"egress_router_cni.{last}" in imported, imported  # the import list is complete
+        leaked = sorted(
+            name for name in imported if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_CNI_MODE)
+        )
+        assert not leaked, f"CNI mode imported {leaked}"
