@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from egress_router_cni.add import STEPS
-from egress_router_cni.state import Backend
+from egress_router_cni.state import BACKENDS as BACKEND_NAMES
 from tests import oracle
 from tests.cni import IFNAME, Plugin, plugin_command, router_config, with_ip
 from tests.inprocess import InjectedFault, assert_same, cmd_args, full_snapshot, inside
@@ -33,7 +33,7 @@ from tests.topology import Pod, Topology, delete_netns
 pytestmark = pytest.mark.netns
 
 ADD_STEPS = [step.name for step in STEPS]
-BACKENDS = [backend.value for backend in Backend]
+BACKENDS = list(BACKEND_NAMES)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(debug|verbose|error|panic)\] \S.*$")
 
 
