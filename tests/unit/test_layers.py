@@ -85,6 +85,7 @@ def test_layers_protocol_never_imports_the_commands() -> None:
         "egress_router_cni.plugin",
         "egress_router_cni.add",
         "egress_router_cni.teardown",
+        "egress_router_cni.delete",
         "egress_router_cni.check",
     }
 
