@@ -6,18 +6,17 @@ existing NetworkAttachmentDefinition works unchanged.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+from .ipaddr import IPAddress as IPAddress  # re-exported: the address types of NetConf
+from .ipaddr import IPInterface as IPInterface
+from .ipaddr import ip_address, ip_interface
 from .record import Record
 from .state import FAMILIES, Backend
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
-
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
@@ -334,7 +333,7 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
                 f"{json.dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
             )
         try:
-            iface = ipaddress.ip_interface(_unscoped(item.strip()))
+            iface = ip_interface(_unscoped(item.strip()))
         except ValueError:
             raise InvalidConfig(
                 "invalid reserved address",
@@ -365,7 +364,7 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
     gateways: List[IPAddress] = []
     for item in items:
         try:
-            gw = ipaddress.ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
+            gw = ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
         except ValueError:
             raise InvalidConfig(
                 "invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address"
@@ -445,7 +444,7 @@ def _append_fallback_ip(dests: Tuple[Destination, ...], value: Any, families: An
     if not isinstance(value, str):
         raise InvalidConfig("invalid ip.fallbackIP", f"{json.dumps(value)[:64]} is not an IP address")
     try:
-        address = ipaddress.ip_address(_unscoped(value.strip()))
+        address = ip_address(_unscoped(value.strip()))
     except ValueError:
         raise InvalidConfig("invalid ip.fallbackIP", f"{value[:64]!r} is not an IP address") from None
     fallback = Destination(raw=str(address), address=address)
@@ -503,7 +502,7 @@ def _dest_address(entry: str, text: str) -> IPAddress:
         # DNAT target is the address itself.
         # Without a prefix, ip_address accepts exactly what ip_interface does, at half the cost.
         plain = _unscoped(text)
-        ip = ipaddress.ip_interface(plain).ip if "/" in plain else ipaddress.ip_address(plain)
+        ip = ip_interface(plain).ip if "/" in plain else ip_address(plain)
     except ValueError:
         raise InvalidConfig(
             "invalid destination", f"{entry!r}: {text!r} is not an IP address; expected {_GRAMMAR}"

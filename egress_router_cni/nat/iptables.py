@@ -15,7 +15,6 @@ import errno
 import fcntl
 import glob
 import importlib.util
-import ipaddress
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
+from ..ipaddr import ip_address
 from ..state import Backend
 from .rules import DnatRule, Rule, SnatRule, dnat_target
 
@@ -393,7 +393,7 @@ def _rule_to_json(rule: Rule) -> Dict[str, Any]:
 
 def _rule_from_json(data: Dict[str, Any]) -> Rule:
     fields = {k: v for k, v in data.items() if k != "kind"}
-    fields["to_addr"] = ipaddress.ip_address(fields["to_addr"])
+    fields["to_addr"] = ip_address(fields["to_addr"])
     return DnatRule(**fields) if data["kind"] == "dnat" else SnatRule(**fields)
 
 
@@ -428,15 +428,13 @@ def _parse(family: int, chain: str, rule: Any) -> Union[Rule, str]:
             return DnatRule(
                 family=family,
                 in_iface=_iface(rule.in_interface),
-                to_addr=ipaddress.ip_address(addr),
+                to_addr=ip_address(addr),
                 protocol=proto,
                 port=port,
                 to_port=to_port,
             )
         if chain == "POSTROUTING" and target.name == "SNAT" and proto is None:
-            return SnatRule(
-                family=family, out_iface=_iface(rule.out_interface), to_addr=ipaddress.ip_address(target.to_source)
-            )
+            return SnatRule(family=family, out_iface=_iface(rule.out_interface), to_addr=ip_address(target.to_source))
     except (AttributeError, TypeError, ValueError):
         pass
     return f"{chain}: {rule.protocol} -> {getattr(rule.target, 'name', '?')}"

@@ -165,6 +165,7 @@ FORBIDDEN_IN_CNI_MODE = (
     "egress_router_cni.k8s",
     "logging",
     "subprocess",
+    "ipaddress",
 )
 
 
