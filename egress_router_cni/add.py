@@ -7,8 +7,6 @@ teardown(), which works from kernel state: the pod is left as it was.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
-
 from . import sysctl
 from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
@@ -17,7 +15,7 @@ from .invocation import logged, master_of, open_log
 from .link import LinkInfo, create_macvlan, find_owned_links, get_link, rename_link, set_up
 from .log import PluginLog
 from .nat import NatBackend, get_backend, spell
-from .nat.rules import Rule, build_rules
+from .nat.rules import build_rules
 from .netlink import Netlink
 from .netns import NetNS
 from .policy import node_policy
@@ -34,10 +32,16 @@ from .route import (
 from .state import FAMILIES, RouterState, encode_alias, encode_note, owner_id
 from .teardown import teardown
 
-# Test seam for fault injection: called as hook(phase, step) with phase
-# "before"/"after" around every step of STEPS; an exception it raises is a
-# failure of that step. Only reachable by calling cmd_add in-process.
-StepHook = Callable[[str, str], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
+
+    from .nat.rules import Rule
+
+    # Test seam for fault injection: called as hook(phase, step) with phase
+    # "before"/"after" around every step of STEPS; an exception it raises is a
+    # failure of that step. Only reachable by calling cmd_add in-process.
+    StepHook = Callable[[str, str], None]
 
 
 class Kernel(Record):

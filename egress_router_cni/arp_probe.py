@@ -20,11 +20,14 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Iterable, List, Optional
 
 from .errors import LinkError, RouteError
 from .ipaddr import IPAddress
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, List, Optional
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from . import sysctl
 from .cmdargs import CmdArgs
 from .config import MACVLAN_MODES, NetConf, parse_netconf
@@ -12,7 +10,7 @@ from .invocation import logged, master_of, open_log
 from .link import LinkInfo, get_link
 from .log import PluginLog
 from .nat import NatBackend, recorded_backend, spell
-from .nat.rules import Rule, build_rules
+from .nat.rules import build_rules
 from .netlink import Netlink
 from .netns import NetNS
 from .policy import node_policy
@@ -20,6 +18,12 @@ from .record import Record
 from .result import parse_result
 from .route import MAIN_TABLE, addresses_of, list_routes
 from .state import owner_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+    from .nat.rules import Rule
 
 
 def cmd_check(args: CmdArgs) -> None:

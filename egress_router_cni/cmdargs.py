@@ -6,11 +6,12 @@ which consume them, both import it, and it imports neither.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
-
 from .record import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional
+
     from .result import Result
 
 
@@ -29,6 +30,7 @@ class CmdArgs(Record):
     stdin_data: bytes = b""
 
 
-# A command: the decoded invocation in, a Result (ADD) or None out; failures are
-# raised as CniError. The protocol layer prints the Result in args.cni_version.
-Handler = Callable[[CmdArgs], Optional["Result"]]
+if TYPE_CHECKING:
+    # A command: the decoded invocation in, a Result (ADD) or None out; failures are
+    # raised as CniError. The protocol layer prints the Result in args.cni_version.
+    Handler = Callable[[CmdArgs], Optional[Result]]

@@ -6,23 +6,24 @@ existing NetworkAttachmentDefinition works unchanged.
 
 from __future__ import annotations
 
-import json
-import re
-from typing import Any, Dict, List, Optional, Set, Tuple
-
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
 from .ipaddr import IPAddress as IPAddress  # re-exported: the address types of NetConf
 from .ipaddr import IPInterface as IPInterface
 from .ipaddr import ip_address, ip_interface
+from .jsonio import dumps, loads
 from .record import Record
-from .state import FAMILIES, Backend
+from .state import BACKENDS, FAMILIES
 from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported for callers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
 # The config's macvlan mode names (any case) and the kernel's IFLA_MACVLAN_MODE value of each.
 MACVLAN_MODES = {"bridge": 4, "private": 1, "vepa": 2, "passthru": 8}
-NAT_BACKENDS = ("auto", *(b.value for b in Backend))
+NAT_BACKENDS = ("auto", *BACKENDS)
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Far above any real router (the operator renders one rule per Service port),
 # low enough that a hostile config cannot make one ADD run for minutes.
@@ -35,8 +36,10 @@ MAX_CONFIG_BYTES = 1 << 20
 DEFAULT_CONFLICT_WINDOW_MS = 200
 CONFLICT_WINDOW_RANGE = (10, 5000)
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_DIGITS_RE = re.compile(r"[0-9]+")
+# What libcni requires of a network name (and the spec of a container ID), as the messages spell it.
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
+ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = ASCII_ALNUM | frozenset("_.-")
 _GRAMMAR = "IP[/prefix], 'PORT PROTO IP[/prefix]' or 'PORT PROTO IP[/prefix] TARGETPORT' (PROTO: tcp, udp or sctp)"
 
 
@@ -115,7 +118,7 @@ def decode_json(data: bytes) -> Dict[str, Any]:
             "network configuration too large", f"{len(data)} bytes; the limit is {MAX_CONFIG_BYTES} bytes"
         )
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise DecodingFailure("error unmarshalling network config", str(e)) from None
     if not isinstance(obj, dict):
@@ -129,7 +132,7 @@ def check_version(obj: Dict[str, Any]) -> str:
     if version in ("", None):
         version = "0.1.0"
     if not isinstance(version, str):
-        raise DecodingFailure("invalid cniVersion", f"expected a string, got {json.dumps(version)[:64]}")
+        raise DecodingFailure("invalid cniVersion", f"expected a string, got {dumps(version)[:64]}")
     if version not in SUPPORTED_VERSIONS:
         raise IncompatibleVersion(
             "incompatible CNI versions",
@@ -141,13 +144,23 @@ def check_version(obj: Dict[str, Any]) -> str:
 def check_name(obj: Dict[str, Any]) -> str:
     """The network name, checked as libcni does; raise InvalidConfig otherwise."""
     name = obj.get("name")
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        shown = json.dumps(name)[:80]
+    if not isinstance(name, str) or not matches_name_pattern(name):
+        shown = dumps(name)[:80]
         raise InvalidConfig(
             "invalid network name",
-            f"'name' is {shown}; it must match {_NAME_RE.pattern} (letters, digits, '_', '.', '-')",
+            f"'name' is {shown}; it must match {NAME_PATTERN} (letters, digits, '_', '.', '-')",
         )
     return name
+
+
+def matches_name_pattern(text: str) -> bool:
+    """True when NAME_PATTERN matches the whole of text (plain string checks: `re` costs ~13 ms per exec)."""
+    return text[:1] in ASCII_ALNUM and all(c in _NAME_CHARS for c in text)
+
+
+def _ascii_digits(text: str) -> bool:
+    """One or more of 0-9 and nothing else (str.isdigit alone also takes other scripts' digits)."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_netconf(obj: Dict[str, Any]) -> NetConf:
@@ -162,11 +175,11 @@ def parse_netconf(obj: Dict[str, Any]) -> NetConf:
     master, mode, mtu = _parse_interface_args(obj)
     pod_interface = _given(obj, "podInterface", "eth0")
     if not isinstance(pod_interface, str) or not valid_ifname(pod_interface):
-        raise InvalidConfig("invalid podInterface", f"{json.dumps(pod_interface)[:64]} is not an interface name")
+        raise InvalidConfig("invalid podInterface", f"{dumps(pod_interface)[:64]} is not an interface name")
     log_file, log_level, log_format = _parse_logging(obj)
     backend = _given(obj, "natBackend", "auto")
     if not isinstance(backend, str) or backend not in NAT_BACKENDS:
-        raise InvalidConfig("invalid natBackend", f"{json.dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
+        raise InvalidConfig("invalid natBackend", f"{dumps(backend)[:64]} is not one of {', '.join(NAT_BACKENDS)}")
     dns = obj.get("dns")
     if dns is not None and not isinstance(dns, dict):
         raise InvalidConfig("invalid dns", "'dns' must be an object (nameservers, domain, search, options)")
@@ -200,21 +213,19 @@ def _check_kind(obj: Dict[str, Any]) -> None:
     plugin_type = obj.get("type")
     if plugin_type not in (None, "egress-router"):
         # cnitool/libcni dispatch on "type"; anything else reaching us is a mis-wired config.
-        raise InvalidConfig(
-            "unexpected plugin type", f"'type' is {json.dumps(plugin_type)[:64]}, expected 'egress-router'"
-        )
+        raise InvalidConfig("unexpected plugin type", f"'type' is {dumps(plugin_type)[:64]}, expected 'egress-router'")
     for key in ("podIP", "ipConfig"):
         if key in obj:
             raise UnsupportedField(
                 f"unsupported field {key!r}",
-                f"{key!r} (value {json.dumps(obj[key])[:80]}) is not supported: put the reserved addresses, "
+                f"{key!r} (value {dumps(obj[key])[:80]}) is not supported: put the reserved addresses, "
                 "gateway and destinations in the 'ip' object",
             )
     interface_type = obj.get("interfaceType", "macvlan")
     if interface_type not in ("macvlan", "", None):
         raise InvalidConfig(
             "unsupported interfaceType",
-            f"'interfaceType' is {json.dumps(interface_type)[:64]}; only 'macvlan' is supported",
+            f"'interfaceType' is {dumps(interface_type)[:64]}; only 'macvlan' is supported",
         )
 
 
@@ -247,12 +258,12 @@ def _parse_interface_args(obj: Dict[str, Any]) -> Tuple[Optional[str], str, int]
         raise InvalidConfig("invalid interfaceArgs", "'interfaceArgs' must be an object with master, mode, mtu")
     master = _given(args, "master", None)
     if master is not None and not (isinstance(master, str) and valid_ifname(master)):
-        raise InvalidConfig("invalid interfaceArgs.master", f"{json.dumps(master)[:64]} is not an interface name")
+        raise InvalidConfig("invalid interfaceArgs.master", f"{dumps(master)[:64]} is not an interface name")
     mode = _given(args, "mode", "bridge")
     if not isinstance(mode, str) or mode.lower() not in MACVLAN_MODES:
         raise InvalidConfig(
             "invalid interfaceArgs.mode",
-            f"{json.dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
+            f"{dumps(mode)[:64]} is not one of {', '.join(MACVLAN_MODES)} (any case)",
         )
     return master, mode.lower(), _parse_mtu(args.get("mtu"))
 
@@ -264,10 +275,10 @@ def _parse_logging(obj: Dict[str, Any]) -> Tuple[str, str, str]:
         raise InvalidConfig("invalid log_file", "'log_file' must be an absolute path")
     log_level = _given(obj, "log_level", "debug")
     if not isinstance(log_level, str) or log_level.lower() not in LOG_LEVELS:
-        raise InvalidConfig("invalid log_level", f"{json.dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}")
+        raise InvalidConfig("invalid log_level", f"{dumps(log_level)[:64]} is not one of {', '.join(LOG_LEVELS)}")
     log_format = _given(obj, "log_format", "text")
     if not isinstance(log_format, str) or log_format not in ("text", "json"):
-        raise InvalidConfig("invalid log_format", f"{json.dumps(log_format)[:64]} is not 'text' or 'json'")
+        raise InvalidConfig("invalid log_format", f"{dumps(log_format)[:64]} is not 'text' or 'json'")
     return log_file, log_level.lower(), log_format
 
 
@@ -276,13 +287,13 @@ def _parse_conflict_detection(obj: Dict[str, Any]) -> Tuple[Optional[bool], int]
     conflict_detection = obj.get("addressConflictDetection")
     if conflict_detection is not None and not isinstance(conflict_detection, bool):
         raise InvalidConfig(
-            "invalid addressConflictDetection", f"{json.dumps(conflict_detection)[:32]} is not true or false"
+            "invalid addressConflictDetection", f"{dumps(conflict_detection)[:32]} is not true or false"
         )
     window = obj.get("addressConflictDetectionWindowMs", DEFAULT_CONFLICT_WINDOW_MS)
     low, high = CONFLICT_WINDOW_RANGE
     if isinstance(window, bool) or not isinstance(window, int) or not low <= window <= high:
         raise InvalidConfig(
-            "invalid addressConflictDetectionWindowMs", f"{json.dumps(window)[:32]} is not a whole number {low}-{high}"
+            "invalid addressConflictDetectionWindowMs", f"{dumps(window)[:32]} is not a whole number {low}-{high}"
         )
     return conflict_detection, window
 
@@ -330,7 +341,7 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
         if not isinstance(item, str) or "/" not in item:
             raise InvalidConfig(
                 "invalid reserved address",
-                f"{json.dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
+                f"{dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
             )
         try:
             iface = ip_interface(_unscoped(item.strip()))
@@ -366,9 +377,7 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
         try:
             gw = ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
         except ValueError:
-            raise InvalidConfig(
-                "invalid gateway", f"{json.dumps(item)[:64]} in 'ip.gateway' is not an IP address"
-            ) from None
+            raise InvalidConfig("invalid gateway", f"{dumps(item)[:64]} in 'ip.gateway' is not an IP address") from None
         if any(g.version == gw.version for g in gateways):
             raise InvalidConfig("invalid gateway", f"'ip.gateway' has more than one IPv{gw.version} gateway")
         on_link = [a for a in addresses if a.version == gw.version]
@@ -385,12 +394,12 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
 
 def _parse_mtu(value: Any) -> int:
     if isinstance(value, bool):  # `False == 0`, and int(True) is 1: neither is an MTU
-        raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)} is not a whole number")
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{dumps(value)} is not a whole number")
     if value is None or (isinstance(value, (int, str)) and value in ("", 0)):
         return 0
     text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
-    if text is None or not _DIGITS_RE.fullmatch(text.strip()):
-        raise InvalidConfig("invalid interfaceArgs.mtu", f"{json.dumps(value)[:32]} is not a whole number")
+    if text is None or not _ascii_digits(text.strip()):
+        raise InvalidConfig("invalid interfaceArgs.mtu", f"{dumps(value)[:32]} is not a whole number")
     mtu = int(text)
     if not 68 <= mtu <= 65535:
         raise InvalidConfig("invalid interfaceArgs.mtu", f"{mtu} is outside 68-65535")
@@ -430,7 +439,7 @@ def parse_destinations(value: Any, families: Any = FAMILIES) -> Tuple[Destinatio
     result: List[Destination] = []
     for item in value:
         if not isinstance(item, str):
-            raise InvalidConfig("invalid destination", f"{json.dumps(item)[:64]} is not a string; expected {_GRAMMAR}")
+            raise InvalidConfig("invalid destination", f"{dumps(item)[:64]} is not a string; expected {_GRAMMAR}")
         if item.strip().startswith("#"):
             continue  # comment lines, as the legacy EGRESS_DESTINATION grammar allowed
         if not item.strip():
@@ -442,7 +451,7 @@ def parse_destinations(value: Any, families: Any = FAMILIES) -> Tuple[Destinatio
 
 def _append_fallback_ip(dests: Tuple[Destination, ...], value: Any, families: Any) -> Tuple[Destination, ...]:
     if not isinstance(value, str):
-        raise InvalidConfig("invalid ip.fallbackIP", f"{json.dumps(value)[:64]} is not an IP address")
+        raise InvalidConfig("invalid ip.fallbackIP", f"{dumps(value)[:64]} is not an IP address")
     try:
         address = ip_address(_unscoped(value.strip()))
     except ValueError:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
-
 from .cmdargs import CmdArgs
 from .config import NetConf
 from .errors import CniError, InvalidConfig
@@ -13,6 +11,10 @@ from .netlink import Netlink
 from .policy import node_policy
 from .route import default_routes
 from .state import FAMILIES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 def open_log(conf: Optional[NetConf], args: CmdArgs, recorded: Optional[str] = None) -> PluginLog:

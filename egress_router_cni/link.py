@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, List, Optional
 
 from .config import MACVLAN_MODES
 from .errors import InterfaceExists, InvalidConfig, LinkError
@@ -19,6 +18,10 @@ from .netlink import (
 )
 from .record import Record
 from .state import PREFIX, RouterState, decode_alias
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional
 
 TEMP_PREFIX = "egr"  # + 8 hex digits: create_macvlan's temporary names
 IFF_UP = 0x1

@@ -23,7 +23,10 @@ import sys
 from _socket import AF_INET, AF_INET6, AF_NETLINK, SO_RCVBUF, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET, inet_ntop, inet_pton
 from _socket import socket as _raw_socket
 from _struct import Struct, pack, unpack_from
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -60,11 +63,12 @@ class NetlinkError(OSError):
         self.extack = extack
 
 
-# --- attribute codec -------------------------------------------------------------------------
-# An attribute table maps name -> (type code, value kind); kinds: "str" (NUL-terminated),
-# "u8", "u16", "u32", "s32", "mac", "ip" (the message family's address), "raw" (bytes as is),
-# or a nested table (a dict).
-Table = Dict[str, Tuple[int, Any]]
+if TYPE_CHECKING:
+    # --- attribute codec -------------------------------------------------------------------------
+    # An attribute table maps name -> (type code, value kind); kinds: "str" (NUL-terminated),
+    # "u8", "u16", "u32", "s32", "mac", "ip" (the message family's address), "raw" (bytes as is),
+    # or a nested table (a dict).
+    Table = Dict[str, Tuple[int, Any]]
 
 MACVLAN_DATA: Table = {"IFLA_MACVLAN_MODE": (1, "u32"), "IFLA_MACVLAN_FLAGS": (2, "u16")}
 LINKINFO: Table = {"IFLA_INFO_KIND": (1, "str"), "IFLA_INFO_DATA": (2, MACVLAN_DATA)}

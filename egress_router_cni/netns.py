@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any, Optional, Tuple
 
 from .errors import InvalidNetns, UnknownContainer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional, Tuple
 
 CLONE_NEWNET = 0x40000000
 _libc: Any = None

@@ -2,8 +2,8 @@
 
 Each entry imports its command's module only when that command runs, so a
 VERSION call or a rejected request never loads netlink or NAT code. ADD lives
-in add.py, DEL (and ADD's rollback) in teardown.py, CHECK in check.py, GC and
-STATUS in status.py.
+in add.py, DEL in delete.py (its undo list, shared with ADD's rollback, in
+teardown.py), CHECK in check.py, GC and STATUS in status.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _add(args: CmdArgs) -> Optional[Result]:
 
 
 def _del(args: CmdArgs) -> Optional[Result]:
-    from .teardown import cmd_del
+    from .delete import cmd_del
 
     cmd_del(args)
     return None

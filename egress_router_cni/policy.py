@@ -25,15 +25,18 @@ Cost when there is no file: one failed open(2) per invocation.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
 from .ipaddr import IPNetwork, ip_network
+from .jsonio import loads
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 DEFAULT_POLICY_FILE = "/etc/egress-router/policy.json"
 POLICY_ENV = "EGRESS_ROUTER_POLICY"
@@ -161,7 +164,7 @@ def parse_policy(data: bytes, path: str) -> Policy:
     if len(data) > MAX_POLICY_BYTES:
         raise ValueError(f"the policy file is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .errors import CniError
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
-_CONTAINER_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
 # What each command needs from the environment (the spec's table; DEL may lack CNI_NETNS).
 _REQUIRED_ENV = {
     "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
@@ -123,13 +122,11 @@ def read_request(environ: Mapping[str, str], stdin: IO[bytes]) -> CmdArgs:
 
 def _check_identity(command: str, container_id: str, ifname: str) -> None:
     """CNI_CONTAINERID and CNI_IFNAME as the spec restricts them (DEL accepts any ifname)."""
-    import re
-
-    from .config import valid_ifname
+    from .config import NAME_PATTERN, matches_name_pattern, valid_ifname
     from .errors import InvalidEnvironment
 
-    if container_id and not re.fullmatch(_CONTAINER_ID_PATTERN, container_id):
-        raise InvalidEnvironment("invalid CNI_CONTAINERID", f"{container_id[:80]!r} must match {_CONTAINER_ID_PATTERN}")
+    if container_id and not matches_name_pattern(container_id):
+        raise InvalidEnvironment("invalid CNI_CONTAINERID", f"{container_id[:80]!r} must match {NAME_PATTERN}")
     if ifname and command != "DEL" and not valid_ifname(ifname):
         raise InvalidEnvironment(
             "invalid CNI_IFNAME",
@@ -159,7 +156,7 @@ def _check_config_version(command: str, config: Dict[str, Any]) -> str:
 
 
 def _emit(stdout: IO[str], doc: Dict[str, Any]) -> None:
-    import json
+    from .jsonio import dumps
 
-    stdout.write(json.dumps(doc) + "\n")
+    stdout.write(dumps(doc) + "\n")
     stdout.flush()

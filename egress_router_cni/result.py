@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Dict, List, Optional
-
 from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
 from .ipaddr import ip_address, ip_interface, ip_network
+from .jsonio import dumps
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 
 # Record (a NamedTuple to mypy), not @dataclass: dataclasses imports inspect, ~12 ms of every plugin exec.
@@ -205,7 +207,7 @@ def _checked_gateway(value: Any, where: str) -> str:
 
 
 def _wrong_type(value: Any, where: str, expected: str) -> DecodingFailure:
-    shown = json.dumps(value)[:64]
+    shown = dumps(value)[:64]
     return DecodingFailure("failed to parse prevResult", f"{where} is {shown}; expected {expected}")
 
 

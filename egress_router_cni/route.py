@@ -11,9 +11,7 @@ from __future__ import annotations
 import errno
 import time
 from _socket import AF_INET, AF_INET6
-from typing import Any, List, Optional
 
-from .config import IPAddress, IPInterface
 from .errors import RouteError
 from .ipaddr import ip_interface
 from .netlink import (
@@ -28,6 +26,12 @@ from .netlink import (
     NetlinkError,
 )
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
+
+    from .config import IPAddress, IPInterface
 
 MAIN_TABLE = 254
 # Where the pod's original default routes wait while the router owns the

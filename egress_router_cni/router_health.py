@@ -13,13 +13,16 @@ unrecognised).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from .ipaddr import ip_address, ip_interface
-from .nat.rules import Rule, SnatRule
+from .nat.rules import SnatRule
 from .record import Record
 from .route import RouteInfo
 from .router_view import RouterView, rule_spelling
+
+if TYPE_CHECKING:
+    from .nat.rules import Rule
 
 _CONTAINER = re.compile(r"\] Container ID: (\S+) Netns: \S* Interface: \S+$")
 _POD = re.compile(r"\] Pod: (.*)$")

@@ -13,18 +13,20 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from . import sysctl
 from .config import DEFAULT_LOG_FILE, MACVLAN_MODES
 from .errors import CniError, InvalidConfig, NotAvailable
 from .link import list_links
 from .log import open_for_reading
-from .nat.rules import Rule
 from .netlink import Netlink
 from .netns import NetNS
 from .route import MAIN_TABLE, RouteInfo, addresses_of, is_saved_table, list_routes
-from .state import FAMILIES, PREFIX, Backend, owner_id
+from .state import BACKENDS, FAMILIES, PREFIX, owner_id
+
+if TYPE_CHECKING:
+    from .nat.rules import Rule
 
 CNI_CACHE_DIRS = ("/var/lib/cni/results",)
 _MODE_NAMES = {v: k for k, v in MACVLAN_MODES.items()}
@@ -191,7 +193,7 @@ def _collect(netns: str, fd: int, log_file: Optional[str], routers_only: bool) -
                         "mtu": link.mtu,
                         "state": "up" if link.up else "down",
                         "addresses": addresses_of(pod, link.index),
-                        "nat_backend": state.nat.value if state is not None and state.nat is not None else None,
+                        "nat_backend": state.nat if state is not None else None,
                     }
                 )
             if routers_only and not view.interfaces:
@@ -233,7 +235,7 @@ def rule_spelling(backend: str, rule: Union[Rule, str]) -> str:
     """A rule as the backend's log line spells it ('Added nftables rule: ...'); unparsed rules as they came."""
     from .nat import spell
 
-    return rule if isinstance(rule, str) else spell(Backend(backend), rule)
+    return rule if isinstance(rule, str) else spell(backend, rule)
 
 
 def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
@@ -241,14 +243,14 @@ def _nat_rules() -> Dict[str, List[Union[Rule, str]]]:
     from .nat import get_backend
 
     rules: Dict[str, List[Union[Rule, str]]] = {}
-    for name in Backend:
+    for name in BACKENDS:
         try:
             with get_backend(name) as backend:
                 found = backend.installed(list(FAMILIES))
         except (CniError, NotAvailable):
             continue
         if found:
-            rules[name.value] = list(found)
+            rules[name] = list(found)
     return rules
 
 

@@ -12,12 +12,16 @@ malformed decodes as None ("not ours") and never raises.
 
 from __future__ import annotations
 
-import json
 import zlib
-from enum import Enum
-from typing import Any, Dict, Optional
 
+from .jsonio import dumps, loads
 from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Final, Literal, Optional, Tuple
+
+    BackendName = Literal["nftables", "iptables"]
 
 PREFIX = "egress-router "  # starts both encodings: marks the link, the table, the rule as ours
 IFALIASZ = 256  # the kernel's alias buffer, NUL included: at most 255 bytes of text
@@ -27,20 +31,24 @@ _HEX = frozenset("0123456789abcdef")
 _FLAGS = ("0", "1")
 
 
-class Backend(str, Enum):
-    """The NAT backends, by the name the config, the records and the logs use."""
+class Backend:
+    """The NAT backends, by the name the config, the records and the logs use.
 
-    NFTABLES = "nftables"
-    IPTABLES = "iptables"
+    Plain strings (typed BackendName), not an Enum: enum costs milliseconds of
+    every plugin exec, and a backend is only ever compared and printed by name.
+    """
 
-    def __str__(self) -> str:
-        return self.value
+    NFTABLES: Final = "nftables"
+    IPTABLES: Final = "iptables"
 
 
-def backend_named(name: object) -> Optional[Backend]:
-    """The Backend called name, or None (also for "auto" and anything else)."""
-    for backend in Backend:
-        if name == backend.value:
+BACKENDS: Tuple[BackendName, ...] = (Backend.NFTABLES, Backend.IPTABLES)
+
+
+def backend_named(name: object) -> Optional[BackendName]:
+    """The backend called name, or None (also for "auto" and anything else)."""
+    for backend in BACKENDS:
+        if name == backend:
             return backend
     return None
 
@@ -57,7 +65,7 @@ class RouterState(Record):
 
     owner: str
     forwarding: Dict[int, str]
-    nat: Optional[Backend] = None
+    nat: Optional[BackendName] = None
     log_file: Optional[str] = None
 
 
@@ -65,11 +73,11 @@ def encode_alias(state: RouterState) -> str:
     """The link alias for state; the log path is left out when the alias would exceed 255 bytes."""
     record: Dict[str, Any] = {"owner": state.owner, "forwarding": {str(f): v for f, v in state.forwarding.items()}}
     if state.nat is not None:
-        record["nat"] = state.nat.value
-    alias = PREFIX + json.dumps(record, separators=(",", ":"))
+        record["nat"] = state.nat
+    alias = PREFIX + dumps(record, separators=(",", ":"))
     if state.log_file:
         record["log"] = state.log_file
-        with_log = PREFIX + json.dumps(record, separators=(",", ":"))
+        with_log = PREFIX + dumps(record, separators=(",", ":"))
         if len(with_log.encode()) < IFALIASZ:
             alias = with_log
     return alias
@@ -80,7 +88,7 @@ def decode_alias(alias: str) -> Optional[RouterState]:
     if not alias.startswith(PREFIX):
         return None
     try:
-        record = json.loads(alias[len(PREFIX) :])
+        record = loads(alias[len(PREFIX) :])
     except ValueError:
         return None
     if not isinstance(record, dict):
@@ -99,7 +107,7 @@ def encode_note(state: RouterState) -> str:
     """The NAT note for state: 'egress-router owner=ID fwd4=0 fwd6=1 nat=nftables' (no log path: 128 bytes)."""
     fields = [f"owner={state.owner}"] + [f"fwd{f}={v}" for f, v in sorted(state.forwarding.items())]
     if state.nat is not None:
-        fields.append(f"nat={state.nat.value}")
+        fields.append(f"nat={state.nat}")
     return PREFIX + " ".join(fields)
 
 

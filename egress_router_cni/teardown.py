@@ -7,30 +7,34 @@ rules' note say what to undo, and whose it is.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from functools import partial
-from typing import Callable, Dict, List, Optional
-
 from . import sysctl
 from .cmdargs import CmdArgs
 from .config import NetConf, parse_netconf
 from .errors import CniError, NotAvailable
 from .invocation import logged, open_log
-from .link import LinkInfo, delete_link, find_owned_links
+from .link import LinkInfo, find_owned_links
 from .log import PluginLog
 from .nat import NatBackend, get_backend
 from .netlink import Netlink
-from .netns import open_optional
 from .route import MAIN_TABLE, restore_default_routes, saved_table
-from .state import FAMILIES, Backend, RouterState, backend_named, decode_note, owner_id
+from .state import FAMILIES, RouterState, backend_named, decode_note
+from .unlink import LinkDeletion
 
-# One undo action: a step of the cleanup; a CniError it raises is logged and the rest still run.
-Undo = Callable[[], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, Callable, Dict, List, Optional, Type
+
+    from .state import BackendName
+    from .unlink import FoundRouter
+
+    # One undo action: a step of the cleanup; a CniError it raises is logged and the rest still run.
+    Undo = Callable[[], None]
 
 
 def _backends_for_del(configured: str, links: List[LinkInfo], log: PluginLog) -> List[NatBackend]:
     """The backends whose rules this owner may have installed: the recorded one, the configured one."""
-    names: List[Backend] = []
+    names: List[BackendName] = []
     for link in links:
         state = link.state()
         if state is not None and state.nat is not None:
@@ -53,21 +57,36 @@ def teardown(
     owner: str,
     log: PluginLog,
     forwarding: Optional[Dict[int, str]] = None,
+    deleting: Optional[LinkDeletion] = None,
 ) -> None:
     """Undo everything an ADD of this owner may have done, from kernel state.
 
     Every undo action runs even when an earlier one fails; each failure is
     logged and the first is raised at the end. forwarding is what ADD read
     before changing the sysctls (rollback knows it before the alias exists).
+    deleting is the deletion of the owner's links when the caller started it
+    (DEL, see delete.py); otherwise it starts here, before the NAT removal, so
+    that the two overlap. pod is the deletion's until it has returned.
     """
-    links = find_owned_links(pod, owner)
-    notes = {backend.name: decode_note(backend.note(list(FAMILIES))) for backend in backends}
-    original = _original_forwarding(owner, links, list(notes.values()), forwarding or {})
-    undo: List[Undo] = [partial(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
-    undo += [partial(_remove_link, pod, link, log) for link in links]
-    undo += [partial(_restore_routes, pod, family, owner, log) for family in FAMILIES]
-    undo += [partial(_reset_forwarding, family, value, log) for family, value in original.items()]
-    run_undo(undo, log)
+    if deleting is None:
+        deleting = LinkDeletion(pod, find_owned_links(pod, owner))
+    try:
+        links = deleting.links
+        notes = {backend.name: decode_note(backend.note(list(FAMILIES))) for backend in backends}
+        original = _original_forwarding(owner, links, list(notes.values()), forwarding or {})
+        undo: List[Undo] = [_later(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
+        # Waits for the link's deletion: the lines keep their order, and the routes need the link gone.
+        undo += [_later(_remove_link, deleting, link, log) for link in links]
+        undo += [_later(_restore_routes, pod, family, owner, log) for family in FAMILIES]
+        undo += [_later(_reset_forwarding, family, value, log) for family, value in original.items()]
+        run_undo(undo, log)
+    finally:
+        deleting.join()
+
+
+def _later(action: Callable[..., None], *args: Any) -> Undo:
+    """action(*args), to be called later (functools.partial without functools' imports on the hot path)."""
+    return lambda: action(*args)
 
 
 def run_undo(undo: List[Undo], log: PluginLog) -> None:
@@ -108,8 +127,8 @@ def _remove_nat(backend: NatBackend, note: Optional[RouterState], owner: str, lo
         log.debug(f"Deleted {backend.name} NAT rules")
 
 
-def _remove_link(pod: Netlink, link: LinkInfo, log: PluginLog) -> None:
-    if delete_link(pod, link.index):
+def _remove_link(deleting: LinkDeletion, link: LinkInfo, log: PluginLog) -> None:
+    if deleting.outcome(link):
         log.debug(f"Deleted interface {link.name!r}")
 
 
@@ -125,8 +144,8 @@ def _reset_forwarding(family: int, value: str, log: PluginLog) -> None:
         log.debug(f"Restored {key.replace('/', '.')}={value}")
 
 
-def cmd_del(args: CmdArgs) -> None:
-    """Remove what ADD set up for this container; succeed when nothing is left (or never was)."""
+def run_del(args: CmdArgs, found: FoundRouter) -> None:
+    """DEL's rest, once delete.py has started deleting the router's links: config, log, NAT, routes, sysctls."""
     conf: Optional[NetConf] = None
     problem = ""
     try:
@@ -135,47 +154,61 @@ def cmd_del(args: CmdArgs) -> None:
         # The runtime sends DEL after a failed ADD too, with the same (maybe
         # invalid) config: cleaning up must not depend on it.
         problem = str(e)
-    log = open_log(conf, args, None if conf is not None else _recorded_log(args))
-    logged("DEL", log, lambda: _del(args, conf, log, problem))
+    # Without a readable config, DEL's lines still land next to ADD's, where `egress-router inspect` looks.
+    log = open_log(conf, args, None if conf is not None else found.recorded_log())
+    logged("DEL", log, lambda: _del(args, conf, log, problem, found))
 
 
-def _recorded_log(args: CmdArgs) -> Optional[str]:
-    """The log path ADD recorded with this container's router, if its link is still there.
-
-    Read only when the config is unreadable: DEL's lines then still land next to ADD's, where
-    `egress-router inspect` looks.
-    """
-    try:
-        ns = open_optional(args.netns)
-        if ns is None:
-            return None
-        with ns:
-            ns.enter()
-            with Netlink() as pod:
-                for link in find_owned_links(pod, owner_id(args.container_id)):
-                    state = link.state()
-                    if state is not None and state.log_file:
-                        return state.log_file
-    except (CniError, OSError):
-        pass  # _del meets the same problem again and reports it
-    return None
-
-
-def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str) -> None:
+def _del(args: CmdArgs, conf: Optional[NetConf], log: PluginLog, problem: str, found: FoundRouter) -> None:
     log.debug("Called CNI DEL")
     log.debug(f"Container ID: {args.container_id} Netns: {args.netns} Interface: {args.ifname}")
     if problem:
         log.debug(f"config is invalid ({problem}); cleaning up what this container owns anyway")
-    ns = open_optional(args.netns)
-    if ns is None:
+    if found.error is not None:
+        raise found.error  # met while finding the router, reported where DEL always reported it
+    if found.pod is None or found.deleting is None:
         log.debug("network namespace is gone or not given: nothing left to clean up")
         log.verbose("CNI DEL done")
         return
-    owner = owner_id(args.container_id)
-    with ns:
-        ns.enter()
-        with Netlink() as pod, ExitStack() as backends_open:
-            owned = find_owned_links(pod, owner, log.debug)
-            found = _backends_for_del(conf.nat_backend if conf else "auto", owned, log)
-            teardown(pod, [backends_open.enter_context(b) for b in found], owner, log)
+    for line in found.notes:
+        log.debug(line)
+    links = found.deleting.links
+    backends = _backends_for_del(conf.nat_backend if conf else "auto", links, log)
+    with _Open(backends) as opened:
+        teardown(found.pod, opened, found.owner, log, deleting=found.deleting)
     log.verbose("CNI DEL done")
+
+
+class _Open:
+    """Every backend entered, and exited in reverse order however the block ends.
+
+    contextlib.ExitStack's job, without contextlib's import on the hot path: an
+    exit that raises does not keep the others from closing; the first error wins.
+    """
+
+    def __init__(self, backends: List[NatBackend]) -> None:
+        self.backends = backends
+        self.entered: List[NatBackend] = []
+
+    def __enter__(self) -> List[NatBackend]:
+        opened = []
+        try:
+            for backend in self.backends:
+                opened.append(backend.__enter__())
+                self.entered.append(backend)
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return opened
+
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        failure: Optional[BaseException] = None
+        while self.entered:
+            try:
+                self.entered.pop().__exit__(kind, value, tb)
+            except BaseException as e:  # re-raised below, once the other backends are closed
+                failure = failure or e
+        if failure is not None:
+            raise failure

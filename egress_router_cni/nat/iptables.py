@@ -15,17 +15,21 @@ import errno
 import fcntl
 import glob
 import importlib.util
-import json
 import os
 import sys
 import types
 from functools import partial
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
 from ..ipaddr import ip_address
+from ..jsonio import dumps, loads
 from ..state import Backend
-from .rules import DnatRule, Rule, SnatRule, dnat_target
+from .rules import DnatRule, SnatRule, dnat_target
+
+if TYPE_CHECKING:
+    from ..state import BackendName
+    from .rules import Rule
 
 COMMENT_PREFIX = "egress-router "
 XTABLES_LOCK = "/run/xtables.lock"
@@ -204,7 +208,7 @@ class IptablesBackend:
     never loads an extension; each child loads them for its one family.
     """
 
-    name = Backend.IPTABLES
+    name: BackendName = Backend.IPTABLES
 
     def __init__(self) -> None:
         self.iptc = load_iptc()
@@ -264,7 +268,7 @@ def _in_child(fn: Callable[[], Any]) -> Any:
                 reply = {"error": type(e).__name__, "msg": e.msg, "details": e.details}
             except Exception as e:
                 reply = {"error": "NatError", "msg": "iptables failed", "details": f"{type(e).__name__}: {e}"}
-            data = json.dumps(reply).encode()
+            data = dumps(reply).encode()
             while data:
                 data = data[os.write(write_fd, data) :]
         except BaseException:
@@ -284,7 +288,7 @@ def _in_child(fn: Callable[[], Any]) -> Any:
         os.waitpid(pid, 0)
     if not chunks:
         raise NatError("iptables failed", "the helper process died without an answer")
-    reply = json.loads(b"".join(chunks))
+    reply = loads(b"".join(chunks).decode())
     if "error" in reply:
         cls = NotAvailable if reply["error"] == "NotAvailable" else NatError
         raise cls(reply["msg"], reply["details"])

@@ -9,7 +9,6 @@ when the backend method is called.
 from __future__ import annotations
 
 import errno
-from typing import Any, List, Optional, Union
 
 from .. import linger
 from ..errors import NatError, NotAvailable
@@ -17,7 +16,13 @@ from ..netlink import NetlinkError, Socket
 from ..state import Backend
 from .nftables_netlink import Batch, decode_rule, dump_rules, get_table, message, nft_type, table_note
 from .nftables_text import FAMILIES, TABLE
-from .rules import Rule
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Union
+
+    from ..state import BackendName
+    from .rules import Rule
 
 NETLINK_NETFILTER = 12
 SO_SNDBUFFORCE = 32
@@ -87,7 +92,7 @@ def _table(family: int) -> Optional[bytes]:
 class NftablesBackend:
     """Install, remove, list and verify the router's NAT rules with nftables."""
 
-    name = Backend.NFTABLES
+    name: BackendName = Backend.NFTABLES
 
     def __enter__(self) -> NftablesBackend:
         return self

@@ -12,12 +12,17 @@ compares the result with `nft -j list ruleset` for every rule shape.
 from __future__ import annotations
 
 from _struct import pack, unpack_from
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..ipaddr import IPAddress
 from ..netlink import HEADER, NLA_F_NESTED
 from .nftables_text import TABLE, chain_of
-from .rules import DnatRule, Rule, SnatRule
+from .rules import DnatRule, SnatRule
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+    from .rules import Rule
 
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -251,7 +256,8 @@ def dump_rules(seq: int, family: int) -> bytes:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-Attrs = Dict[int, bytes]
+if TYPE_CHECKING:
+    Attrs = Dict[int, bytes]
 
 
 def attrs_of(data: bytes, offset: int = 0) -> Attrs:

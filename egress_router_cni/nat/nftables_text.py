@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from .rules import DnatRule, SnatRule, dnat_target
 
-from .rules import DnatRule, Rule, SnatRule, dnat_target
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List
+
+    from .rules import Rule
 
 TABLE = "egress_cni"  # the upstream plugin's table name, familiar to operators
 FAMILIES: Dict[int, str] = {4: "ip", 6: "ip6"}

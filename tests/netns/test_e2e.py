@@ -74,6 +74,32 @@ def test_add_check_del_roundtrip(version: str, topology: Topology, pod: Pod, plu
     assert_unchanged(pod_before, pod.ns)
 
 
+def test_del_logs_its_undo_list_in_order(topology: Topology, pod: Pod, plugin: Plugin, log_file: Path) -> None:
+    """The link is deleted in the background while the NAT table goes (unlink.py): the lines keep the undo order."""
+    before = oracle.snapshot(pod.ns)
+    eth0 = oracle.link(pod.ns, "eth0")
+    assert eth0 is not None
+    conf = router_config("1.0.0", str(log_file))
+    add_router(plugin, conf, pod)
+    added = len(log_file.read_text().splitlines())
+    succeed(plugin.delete(conf, pod.path), expect_output=False)
+    assert_unchanged(before, pod.ns)
+    lines = log_file.read_text().splitlines()[added:]
+    messages = [line.split("] ", 1)[1] for line in lines]
+    expected = [
+        "Called CNI DEL",
+        f"Container ID: {plugin.container_id} Netns: {pod.path} Interface: {IFNAME}",
+        "Deleted nftables NAT rules",
+        "Deleted interface 'net1'",
+        f"Restored default route {{Ifindex: {eth0['ifindex']} Dst: <nil> Src: <nil> Gw: {CLUSTER_GATEWAY}",
+        "Restored net.ipv4.ip_forward=0",
+        "CNI DEL done",
+    ]
+    assert len(messages) == len(expected), "\n".join(lines)
+    for message, start in zip(messages, expected):
+        assert message.startswith(start), "\n".join(lines)
+
+
 @pytest.mark.parametrize("version", CHECK_VERSIONS)
 def test_check_fails_after_net1_is_deleted(
     version: str, topology: Topology, pod: Pod, plugin: Plugin, log_file: Path

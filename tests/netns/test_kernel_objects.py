@@ -18,12 +18,13 @@ from typing import Any, Iterator, List, Tuple
 import pytest
 
 from egress_router_cni import link, netlink, route, sysctl
-from egress_router_cni.errors import InterfaceExists, SysctlError
+from egress_router_cni.errors import InterfaceExists, LinkError, SysctlError
 from egress_router_cni.ipaddr import ip_address
 from egress_router_cni.nat.rules import DnatRule, SnatRule
 from egress_router_cni.netlink import RTM_GETADDR, RTM_NEWADDR, RTM_NEWLINK, Netlink, NetlinkError
 from egress_router_cni.netns import NetNS
 from egress_router_cni.state import Backend, RouterState, decode_note, encode_alias, encode_note
+from egress_router_cni.unlink import LinkDeletion
 from tests import oracle
 from tests.topology import CLUSTER_GATEWAY, GATEWAY, MASTER, NETNS_DIR, RESERVED_IP, Pod, Topology, ip
 
@@ -102,6 +103,23 @@ def test_link_rename_onto_a_taken_name_is_interface_exists(topology: Topology, p
             seen = oracle.link(pod.ns, "eth0")
             assert seen is not None and seen["linkinfo"]["info_kind"] == "veth"
             link.delete_link(nl, created.index)
+
+
+def test_unlink_deletes_in_a_thread_and_reports_each_outcome_like_delete_link(pod: Pod) -> None:
+    """True for a deleted link, False for one already gone (a veth's peer), delete_link's error raised by outcome()."""
+    veth(pod, "vt0")
+    with in_ns(pod.path) as (_, nl):
+        links = {x.name: x for x in link.list_links(nl)}
+        # In order: vt0 takes its peer with it; lo cannot be deleted (EOPNOTSUPP).
+        deleting = LinkDeletion(nl, [links["vt0"], links["vt0p"], links["lo"]])
+        assert deleting.outcome(links["vt0"]) is True
+        assert deleting.outcome(links["vt0p"]) is False
+        with pytest.raises(LinkError, match="failed to delete link"):
+            deleting.outcome(links["lo"])
+        deleting.join()
+        assert oracle.link(pod.ns, "vt0") is None and oracle.link(pod.ns, "vt0p") is None
+        assert link.get_link(nl, "lo") is not None  # the socket is usable again in this thread
+        LinkDeletion(nl, []).join()  # nothing to delete: no thread, nothing to wait for
 
 
 # --- route.py ---------------------------------------------------------------------------------

@@ -10,17 +10,20 @@ backend must also read back both installs as the same rules and note.
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Iterator, List, Union
+from typing import TYPE_CHECKING, Any, Iterator, List, Union
 
 import pytest
 
 from egress_router_cni.ipaddr import IPAddress, ip_address
 from egress_router_cni.nat import nftables
 from egress_router_cni.nat.nftables_text import render_install
-from egress_router_cni.nat.rules import DnatRule, Rule, SnatRule
+from egress_router_cni.nat.rules import DnatRule, SnatRule
 from egress_router_cni.netns import NetNS
 from tests import oracle
 from tests.topology import NETNS_DIR, add_netns, delete_netns, new_prefix
+
+if TYPE_CHECKING:
+    from egress_router_cni.nat.rules import Rule
 
 A = ip_address
 NOTE = "egress-router owner=0123456789abcdef fwd4=0 nat=nftables"

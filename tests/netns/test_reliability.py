@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from egress_router_cni.add import STEPS
-from egress_router_cni.state import Backend
+from egress_router_cni.state import BACKENDS as BACKEND_NAMES
 from tests import oracle
 from tests.cni import IFNAME, Plugin, plugin_command, router_config, with_ip
 from tests.inprocess import InjectedFault, assert_same, cmd_args, full_snapshot, inside
@@ -33,7 +33,7 @@ from tests.topology import Pod, Topology, delete_netns
 pytestmark = pytest.mark.netns
 
 ADD_STEPS = [step.name for step in STEPS]
-BACKENDS = [backend.value for backend in Backend]
+BACKENDS = list(BACKEND_NAMES)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(debug|verbose|error|panic)\] \S.*$")
 
 
@@ -321,7 +321,7 @@ def _fds() -> Dict[str, str]:
 
 def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_file: Path) -> None:
     """In-process: no fd (netlink sockets, netns handles, log file, pipes) survives ADD or DEL."""
-    from egress_router_cni import add, teardown
+    from egress_router_cni import add, delete
 
     conf = router_config("1.0.0", str(log_file))
     container_id = uuid.uuid4().hex
@@ -330,7 +330,7 @@ def test_add_and_del_close_every_descriptor(topology: Topology, pod: Pod, log_fi
         inner = _fds()
         add.cmd_add(cmd_args("ADD", conf, pod, container_id))
         assert _fds() == inner, "ADD leaked a file descriptor"
-        teardown.cmd_del(cmd_args("DEL", conf, pod, container_id))
+        delete.cmd_del(cmd_args("DEL", conf, pod, container_id))
         assert _fds() == inner, "DEL leaked a file descriptor"
     assert _fds() == before
 
@@ -348,3 +348,37 @@ def test_one_add_spawns_at_most_one_helper_process(topology: Topology, pod: Pod,
     spawned = [line for line in outcome.stderr.splitlines() if "execve(" in line and "= 0" in line]
     # The first execve is the plugin itself (or the interpreter); the NAT batch goes out in-process.
     assert len(spawned) <= 2, "\n".join(spawned)
+
+
+def test_a_failed_link_deletion_is_logged_and_the_rest_of_del_still_runs(
+    topology: Topology, pod: Pod, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: RTM_DELLINK fails in the deletion thread; DEL logs it, undoes the rest, and reports it."""
+    from egress_router_cni import add, delete, unlink
+    from egress_router_cni.errors import LinkError
+
+    def refuse(nl: Any, index: int) -> bool:
+        raise LinkError("failed to delete link", "injected")
+
+    conf = router_config("1.0.0", str(log_file))
+    container_id = uuid.uuid4().hex
+    before = full_snapshot(pod.ns)
+    with inside(f"/run/netns/{topology.node}"):
+        add.cmd_add(cmd_args("ADD", conf, pod, container_id))
+        assert oracle.sysctl(pod.ns, "net/ipv4/ip_forward") == "1"
+        monkeypatch.setattr(unlink, "delete_link", refuse)
+        with pytest.raises(LinkError, match="injected"):
+            delete.cmd_del(cmd_args("DEL", conf, pod, container_id))
+        log = log_file.read_text()
+        assert "[error] failed to delete link: injected" in log
+        assert "[error] CNI DEL failed: failed to delete link: injected" in log
+        assert oracle.link(pod.ns, IFNAME) is not None
+        assert not oracle.nft_table_exists(pod.ns, "ip", "egress_cni"), "the NAT table was not removed past the failure"
+        assert oracle.sysctl(pod.ns, "net/ipv4/ip_forward") == "0", "forwarding not restored past the failure"
+        monkeypatch.undo()
+        delete.cmd_del(cmd_args("DEL", conf, pod, container_id))  # the runtime's retry deletes the link
+    assert oracle.link(pod.ns, IFNAME) is None
+    # Not the whole snapshot: with net1 still there, the saved default route could not go back
+    # (EEXIST, taken for "already restored"), as before the deletion moved to a thread.
+    after = full_snapshot(pod.ns)
+    assert after["iptables"] == before["iptables"] and after["links"] == before["links"]

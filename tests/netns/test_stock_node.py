@@ -157,6 +157,8 @@ def test_pyyaml_is_a_required_dependency() -> None:
 # Modules CNI mode (ADD, CHECK, DEL, VERSION) must not import: the human CLI and its
 # libraries, and the stdlib modules the hot path was weaned off (each costs
 # milliseconds per exec, see docs/performance.md). Extend it as modules go.
+# functools, collections, operator, keyword, reprlib and itertools are still
+# imported by ipaddress; types by ctypes (which stays).
 FORBIDDEN_IN_CNI_MODE = (
     "yaml",
     "click",
@@ -165,6 +167,25 @@ FORBIDDEN_IN_CNI_MODE = (
     "egress_router_cni.k8s",
     "logging",
     "subprocess",
+    # typing and what it pulls in: annotations are strings, typing is imported for mypy only
+    "typing",
+    "_typing",
+    "collections.abc",
+    "contextlib",
+    "warnings",
+    "enum",  # error codes and NAT backend names are plain constants
+    # records are record.Record, not dataclasses (which import inspect, ast, dis)
+    "dataclasses",
+    "inspect",
+    # only an error path may print a traceback
+    "traceback",
+    # JSON through jsonio on `_json` (the package's decoder compiles regexes); no regex anywhere
+    "json",
+    "json.decoder",
+    "json.encoder",
+    "json.scanner",
+    "re",
+    # addresses through egress_router_cni.ipaddr (ipaddress imports functools and collections)
     "ipaddress",
 )
 

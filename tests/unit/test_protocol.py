@@ -10,16 +10,19 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 import pytest
 
 from egress_router_cni import protocol
-from egress_router_cni.cmdargs import CmdArgs, Handler
+from egress_router_cni.cmdargs import CmdArgs
 from egress_router_cni.config import MAX_CONFIG_BYTES, SUPPORTED_VERSIONS, parse_netconf
 from egress_router_cni.errors import CniError, ErrorCode, NatError, NotAvailable, UnknownContainer
 from egress_router_cni.result import Interface, IPConfig, Result
 from egress_router_cni.versions import VERSION_JSON
+
+if TYPE_CHECKING:
+    from egress_router_cni.cmdargs import Handler
 
 ROOT = Path(__file__).resolve().parents[2]
 NETNS = "/var/run/netns/cni-1234"

@@ -25,9 +25,7 @@ OWNER = RELEASED["owner"]
 
 
 def expected(record: Dict[str, Any]) -> RouterState:
-    return RouterState(
-        owner=OWNER, forwarding={int(k): v for k, v in record["forwarding"].items()}, nat=Backend(record["nat"])
-    )
+    return RouterState(owner=OWNER, forwarding={int(k): v for k, v in record["forwarding"].items()}, nat=record["nat"])
 
 
 def test_state_owner_id_is_the_released_one() -> None:
