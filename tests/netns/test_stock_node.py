@@ -185,6 +185,8 @@ FORBIDDEN_IN_CNI_MODE = (
     "json.encoder",
     "json.scanner",
     "re",
+    # addresses through egress_router_cni.ipaddr (ipaddress imports functools and collections)
+    "ipaddress",
 )
 
 
