@@ -14,9 +14,10 @@ the longest run of two or more zero hextets compressed (the first one on a
 tie), lower-case hex, and an IPv4-mapped address as the running interpreter
 prints it (::ffff:a.b.c.d from Python 3.13 on, ::ffff:xxxx:xxxx before).
 is_multicast, is_unspecified, is_loopback and is_link_local of an IPv4-mapped
-address are those of its IPv4 address, as in current CPython releases (older
-ones differ there). tests/unit/test_ipaddr.py checks all of it against the
-running interpreter's ipaddress with hypothesis.
+address are those of its IPv4 address, as in CPython 3.13.5 (3.13.0 for
+is_loopback only; 3.9-3.12 judge the IPv6 address itself).
+tests/unit/test_ipaddr.py checks all of it against the running interpreter's
+ipaddress with hypothesis.
 
 Only strings are parsed: ipaddress also takes ints, bytes and tuples, which
 the plugin's inputs never are (their types are checked before parsing).

@@ -4,8 +4,8 @@ length, network address and containment; for strings made at random, for mutatio
 addresses and for the edge cases below.
 
 One difference is deliberate (see the module docstring): the four properties of an IPv4-mapped
-IPv6 address are those of its IPv4 address, as in current CPython releases, where older ones
-(3.9-3.12, 3.13.0) judge the IPv6 address itself. `_expected_flag` asks ipaddress the newer way.
+IPv6 address are those of its IPv4 address, as in CPython 3.13.5, where 3.9-3.12 (and 3.13.0 but
+for is_loopback) judge the IPv6 address itself. `_expected_flag` asks ipaddress the newer way.
 """
 
 from __future__ import annotations
