@@ -16,13 +16,13 @@ costs an RCU grace period (15-28 ms measured), on top of the window.
 
 from __future__ import annotations
 
-import ipaddress
 import select
 import socket
 import struct
 import time
 
 from .errors import LinkError, RouteError
+from .ipaddr import IPAddress
 from .record import Record
 
 TYPE_CHECKING = False
@@ -40,7 +40,7 @@ _ZERO_IP = b"\0" * 4
 
 
 class Conflict(Record):
-    address: ipaddress.IPv4Address
+    address: IPAddress
     mac: str
 
 
@@ -48,13 +48,13 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def probe_frame(src_mac: bytes, address: ipaddress.IPv4Address) -> bytes:
+def probe_frame(src_mac: bytes, address: IPAddress) -> bytes:
     """An Ethernet broadcast ARP probe: who has ADDRESS? tell 0.0.0.0 (sender hardware address: ours)."""
     arp = _ARP.pack(1, ETH_P_IP, 6, 4, ARP_REQUEST, src_mac, _ZERO_IP, b"\0" * 6, address.packed)
     return BROADCAST + src_mac + struct.pack("!H", ETH_P_ARP) + arp
 
 
-def conflict_in(frame: bytes, own_mac: bytes, wanted: Iterable[ipaddress.IPv4Address]) -> Optional[Conflict]:
+def conflict_in(frame: bytes, own_mac: bytes, wanted: Iterable[IPAddress]) -> Optional[Conflict]:
     """The conflict an ARP frame reveals (RFC 5227 2.1.1), or None.
 
     Someone else uses the address when it is the sender address of any ARP
@@ -72,7 +72,7 @@ def conflict_in(frame: bytes, own_mac: bytes, wanted: Iterable[ipaddress.IPv4Add
     return None
 
 
-def probe(ifname: str, mac: str, addresses: List[ipaddress.IPv4Address], window_ms: int) -> Optional[Conflict]:
+def probe(ifname: str, mac: str, addresses: List[IPAddress], window_ms: int) -> Optional[Conflict]:
     """Probe ADDRESSES on IFNAME (up, in the current namespace) for WINDOW_MS; the first conflict, or None."""
     own_mac = bytes.fromhex(mac.replace(":", ""))
     try:
@@ -106,7 +106,7 @@ def probe(ifname: str, mac: str, addresses: List[ipaddress.IPv4Address], window_
                 return found
 
 
-def check_free(ifname: str, mac: str, addresses: List[ipaddress.IPv4Address], window_ms: int) -> None:
+def check_free(ifname: str, mac: str, addresses: List[IPAddress], window_ms: int) -> None:
     """Raise RouteError (101) naming the address and the MAC that answered, when any address is taken."""
     found = probe(ifname, mac, addresses, window_ms)
     if found is not None:
@@ -117,7 +117,7 @@ def check_free(ifname: str, mac: str, addresses: List[ipaddress.IPv4Address], wi
         )
 
 
-def probe_new_link(pod: Any, link: Any, addresses: List[ipaddress.IPv4Address], window_ms: int) -> None:
+def probe_new_link(pod: Any, link: Any, addresses: List[IPAddress], window_ms: int) -> None:
     """Bring LINK up without addresses, probe, and take it down again (so arp_notify announces later)."""
     from .link import set_down, set_up
 

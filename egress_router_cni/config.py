@@ -6,9 +6,10 @@ existing NetworkAttachmentDefinition works unchanged.
 
 from __future__ import annotations
 
-import ipaddress
-
 from .errors import DecodingFailure, IncompatibleVersion, InvalidConfig, UnsupportedField
+from .ipaddr import IPAddress as IPAddress  # re-exported: the address types of NetConf
+from .ipaddr import IPInterface as IPInterface
+from .ipaddr import ip_address, ip_interface
 from .jsonio import dumps, loads
 from .record import Record
 from .state import BACKENDS, FAMILIES
@@ -16,10 +17,7 @@ from .versions import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS  # re-exported fo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set, Tuple, Union
-
-    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-    IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 DEFAULT_LOG_FILE = "/tmp/egress-router-log"
 LOG_LEVELS = ("debug", "verbose", "error", "panic")
@@ -346,7 +344,7 @@ def _parse_addresses(value: Any) -> Tuple[IPInterface, ...]:
                 f"{dumps(item)[:64]} in 'ip.addresses' is not a CIDR such as \"192.168.12.99/24\"",
             )
         try:
-            iface = ipaddress.ip_interface(_unscoped(item.strip()))
+            iface = ip_interface(_unscoped(item.strip()))
         except ValueError:
             raise InvalidConfig(
                 "invalid reserved address",
@@ -377,7 +375,7 @@ def _parse_gateways(value: Any, addresses: Tuple[IPInterface, ...]) -> Tuple[IPA
     gateways: List[IPAddress] = []
     for item in items:
         try:
-            gw = ipaddress.ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
+            gw = ip_address(_unscoped(item.strip()) if isinstance(item, str) else "")
         except ValueError:
             raise InvalidConfig("invalid gateway", f"{dumps(item)[:64]} in 'ip.gateway' is not an IP address") from None
         if any(g.version == gw.version for g in gateways):
@@ -455,7 +453,7 @@ def _append_fallback_ip(dests: Tuple[Destination, ...], value: Any, families: An
     if not isinstance(value, str):
         raise InvalidConfig("invalid ip.fallbackIP", f"{dumps(value)[:64]} is not an IP address")
     try:
-        address = ipaddress.ip_address(_unscoped(value.strip()))
+        address = ip_address(_unscoped(value.strip()))
     except ValueError:
         raise InvalidConfig("invalid ip.fallbackIP", f"{value[:64]!r} is not an IP address") from None
     fallback = Destination(raw=str(address), address=address)
@@ -513,7 +511,7 @@ def _dest_address(entry: str, text: str) -> IPAddress:
         # DNAT target is the address itself.
         # Without a prefix, ip_address accepts exactly what ip_interface does, at half the cost.
         plain = _unscoped(text)
-        ip = ipaddress.ip_interface(plain).ip if "/" in plain else ipaddress.ip_address(plain)
+        ip = ip_interface(plain).ip if "/" in plain else ip_address(plain)
     except ValueError:
         raise InvalidConfig(
             "invalid destination", f"{entry!r}: {text!r} is not an IP address; expected {_GRAMMAR}"

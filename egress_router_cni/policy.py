@@ -25,18 +25,18 @@ Cost when there is no file: one failed open(2) per invocation.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 
 from .config import MACVLAN_MODES, NetConf, valid_ifname
 from .errors import PolicyViolation
+from .ipaddr import IPNetwork, ip_network
 from .jsonio import loads
 from .record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 DEFAULT_POLICY_FILE = "/etc/egress-router/policy.json"
 POLICY_ENV = "EGRESS_ROUTER_POLICY"
@@ -50,9 +50,6 @@ KEYS = (
     "logDirectories",
     "addressConflictDetection",
 )
-
-if TYPE_CHECKING:
-    IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class Policy(Record):
@@ -109,7 +106,7 @@ class Policy(Record):
 
 
 def _contained(address: Any, ranges: Sequence[IPNetwork]) -> bool:
-    return any(address.version == net.version and address in net for net in ranges)
+    return any(address in net for net in ranges)
 
 
 def policy_path() -> str:
@@ -223,7 +220,7 @@ def _ranges(obj: Any, key: str) -> Optional[Tuple[IPNetwork, ...]]:
     nets = []
     for value in values:
         try:
-            nets.append(ipaddress.ip_network(value.strip(), strict=False))
+            nets.append(ip_network(value.strip()))
         except ValueError:
             raise ValueError(f"{key}: {value[:64]!r} is not a CIDR") from None
     return tuple(nets)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from .config import NetConf
 from .errors import DecodingFailure, InvalidConfig
+from .ipaddr import ip_address, ip_interface, ip_network
 from .jsonio import dumps
 from .record import Record
 
@@ -29,7 +28,7 @@ class IPConfig(Record):
     @property
     def version(self) -> int:
         """4 or 6: the family of the address."""
-        return ipaddress.ip_interface(self.address).version
+        return ip_interface(self.address).version
 
 
 class Route(Record):
@@ -99,9 +98,7 @@ class Result:
             block: Dict[str, Any] = {"ip": first.address}
             if first.gateway:
                 block["gateway"] = first.gateway
-            routes = [
-                _route_dict(r) for r in self.routes if ipaddress.ip_network(r.dst, strict=False).version == version
-            ]
+            routes = [_route_dict(r) for r in self.routes if ip_network(r.dst).version == version]
             if routes:
                 block["routes"] = routes
             out[key] = block
@@ -131,8 +128,8 @@ def _route_dict(r: Route) -> Dict[str, Any]:
 def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
     """Parse a prevResult given in cni_version's format into the current shape.
 
-    Every value's type is checked before ipaddress, int() or a string method
-    sees it: ipaddress takes an int (and so False, True) as an address, and
+    Every value's type is checked before the address parser, int() or a string method
+    sees it: ipaddress took an int (and so False, True) as an address, and
     str() would turn any JSON value into some text. A wrong type is a code-6
     error naming the field.
     """
@@ -155,7 +152,7 @@ def parse_result(data: Dict[str, Any], cni_version: str) -> Result:
             where = f"prevResult.ips[{n}]"
             item = _object(ip, where)
             address = _string(item.get("address"), f"{where}.address")
-            ipaddress.ip_interface(address)
+            ip_interface(address)
             ips.append(
                 IPConfig(
                     address=address,
@@ -180,7 +177,7 @@ def _parse_020(data: Dict[str, Any]) -> Result:
         where = f"prevResult.{key}"
         block = _object(block, where)
         address = _string(block.get("ip"), f"{where}.ip")
-        ipaddress.ip_interface(address)
+        ip_interface(address)
         gateway = _checked_gateway(block.get("gateway"), f"{where}.gateway")
         result.ips.append(IPConfig(address=address, gateway=gateway))
         routes = _list(block, "routes", where)
@@ -195,14 +192,14 @@ def _parse_route(r: Any, where: str) -> Route:
     item = _object(r, where)
     dst = _string(item.get("dst"), f"{where}.dst")
     gw = _checked_gateway(item.get("gw"), f"{where}.gw")
-    ipaddress.ip_network(dst, strict=False)
+    ip_network(dst)
     return Route(dst=dst, gw=gw)
 
 
 def _checked_gateway(value: Any, where: str) -> str:
     gw = _optional_string(value, where)
     if gw:
-        ipaddress.ip_address(gw)
+        ip_address(gw)
     return gw
 
 

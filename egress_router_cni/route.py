@@ -9,11 +9,11 @@ owner id, so a DEL for some other container never touches them.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import time
 from _socket import AF_INET, AF_INET6
 
 from .errors import RouteError
+from .ipaddr import ip_interface
 from .netlink import (
     NLM_F_CREATE,
     NLM_F_EXCL,
@@ -109,7 +109,7 @@ def add_address(nl: Netlink, index: int, address: IPInterface) -> None:
     attrs: List[Any] = [("IFA_LOCAL", str(address.ip)), ("IFA_ADDRESS", str(address.ip))]
     msg = nl.message(
         RTM_NEWADDR,
-        {"family": _FAMILY[address.version], "prefixlen": address.network.prefixlen, "index": index},
+        {"family": _FAMILY[address.version], "prefixlen": address.prefixlen, "index": index},
         attrs,
     )
     try:
@@ -278,5 +278,5 @@ def addresses_of(nl: Netlink, index: int) -> List[str]:
         for addr in nl.dump(RTM_GETADDR, nl.message(RTM_NEWADDR, {"family": family})):
             if addr["index"] == index:
                 local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
-                out.append(str(ipaddress.ip_interface(f"{local}/{addr['prefixlen']}")))
+                out.append(str(ip_interface(f"{local}/{addr['prefixlen']}")))
     return out

@@ -12,10 +12,10 @@ unrecognised).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
+from .ipaddr import ip_address, ip_interface
 from .nat.rules import SnatRule
 from .record import Record
 from .route import RouteInfo
@@ -94,7 +94,7 @@ def rows(view: RouterView) -> List[RouterRow]:
                 interface=iface["name"],
                 master=str(iface["master"]),
                 # The reserved ones: the kernel's own IPv6 link-local address is not.
-                addresses=[a for a in iface["addresses"] if not ipaddress.ip_interface(a).is_link_local],
+                addresses=[a for a in iface["addresses"] if not ip_interface(a).ip.is_link_local],
                 gateways=gateways,
                 nat_backend=backend,
                 nat_rules=len(rules),
@@ -122,7 +122,7 @@ def _problems(
     if not gateways:
         problems.append(f"no gateway: no host route to a gateway on {name}")
     for gateway in gateways:
-        version = ipaddress.ip_address(gateway).version
+        version = ip_address(gateway).version
         defaults = [r for r in view.main_routes if r.dst is None and r.family == version]
         if not any(r.gateway == gateway and r.oif == ifindex for r in defaults):
             now = ", ".join(_route(r, view) for r in defaults) or "none"
@@ -146,9 +146,9 @@ def _problems(
         return problems
     # No log of this router's ADD: the rules must at least be ours and SNAT each routed family.
     problems += [f"NAT rule not recognised: {r}" for r in rules if isinstance(r, str)]
-    own = {ipaddress.ip_interface(a).ip for a in iface["addresses"]}
+    own = {ip_interface(a).ip for a in iface["addresses"]}
     for gateway in gateways:
-        version = ipaddress.ip_address(gateway).version
+        version = ip_address(gateway).version
         if not any(
             isinstance(r, SnatRule) and r.family == version and r.out_iface == name and r.to_addr in own for r in rules
         ):

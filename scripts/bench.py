@@ -295,7 +295,15 @@ class Bench:
                     continue
                 if reply.get("peer_ip") == RESERVED.format(100 + i):
                     traffic += 1
-            return {"n": n, "succeeded": ok, "traffic": traffic, "wall_ms": round(wall, 1)}
+            # CPU of all N processes together: with 2 vCPUs, wall >= cpu_total / 2 whatever the plugin waits on.
+            cpu_total = sum(r.cpu_ms for r in runs)
+            return {
+                "n": n,
+                "succeeded": ok,
+                "traffic": traffic,
+                "wall_ms": round(wall, 1),
+                "cpu_total_ms": round(cpu_total, 1),
+            }
         finally:
             for pod in pods:
                 self.topology.remove_pod(pod)
@@ -365,7 +373,8 @@ def report(summary: Dict[str, Any], impls: List[Impl]) -> str:
     for name, conc in summary.get("concurrent", {}).items():
         lines.append(
             f"{conc['n']} concurrent ADDs, {name}: {conc['succeeded']}/{conc['n']} succeeded, "
-            f"traffic {conc['traffic']}/{conc['n']}, wall {conc['wall_ms']:.0f} ms"
+            f"traffic {conc['traffic']}/{conc['n']}, wall {conc['wall_ms']:.0f} ms, "
+            f"cpu of all {conc['n']} {conc['cpu_total_ms']:.0f} ms"
         )
     lines.append(f"load average before/after: {summary['load_before']} / {summary['load_after']}")
     if summary["failures"]:

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import glob
 import importlib.util
-import ipaddress
 import os
 import sys
 import types
@@ -23,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import NatError, NotAvailable
+from ..ipaddr import ip_address
 from ..jsonio import dumps, loads
 from ..state import Backend
 from .rules import DnatRule, SnatRule, dnat_target
@@ -397,7 +397,7 @@ def _rule_to_json(rule: Rule) -> Dict[str, Any]:
 
 def _rule_from_json(data: Dict[str, Any]) -> Rule:
     fields = {k: v for k, v in data.items() if k != "kind"}
-    fields["to_addr"] = ipaddress.ip_address(fields["to_addr"])
+    fields["to_addr"] = ip_address(fields["to_addr"])
     return DnatRule(**fields) if data["kind"] == "dnat" else SnatRule(**fields)
 
 
@@ -432,15 +432,13 @@ def _parse(family: int, chain: str, rule: Any) -> Union[Rule, str]:
             return DnatRule(
                 family=family,
                 in_iface=_iface(rule.in_interface),
-                to_addr=ipaddress.ip_address(addr),
+                to_addr=ip_address(addr),
                 protocol=proto,
                 port=port,
                 to_port=to_port,
             )
         if chain == "POSTROUTING" and target.name == "SNAT" and proto is None:
-            return SnatRule(
-                family=family, out_iface=_iface(rule.out_interface), to_addr=ipaddress.ip_address(target.to_source)
-            )
+            return SnatRule(family=family, out_iface=_iface(rule.out_interface), to_addr=ip_address(target.to_source))
     except (AttributeError, TypeError, ValueError):
         pass
     return f"{chain}: {rule.protocol} -> {getattr(rule.target, 'name', '?')}"

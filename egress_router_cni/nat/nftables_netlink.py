@@ -11,9 +11,9 @@ compares the result with `nft -j list ruleset` for every rule shape.
 
 from __future__ import annotations
 
-from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from _struct import pack, unpack_from
 
+from ..ipaddr import IPAddress
 from ..netlink import HEADER, NLA_F_NESTED
 from .nftables_text import TABLE, chain_of
 from .rules import DnatRule, SnatRule
@@ -109,8 +109,10 @@ def _ifname(name: str) -> bytes:
     return name.encode().ljust(IFNAMSIZ, b"\0")
 
 
-def _address(family: int, address: object) -> bytes:
-    return inet_pton(AF_INET if family == 4 else AF_INET6, str(address))
+def _address(family: int, address: IPAddress) -> bytes:
+    if address.version != family:
+        raise ValueError(f"IPv{address.version} address {address} in an IPv{family} rule")
+    return address.packed
 
 
 # Most expressions repeat from rule to rule (the interface match, the protocol
@@ -143,7 +145,7 @@ def _match_dport(protocol: str, port: int) -> bytes:
     return head + _cmp_eq(pack(">H", port))
 
 
-def _load_address(family: int, address: object) -> bytes:
+def _load_address(family: int, address: IPAddress) -> bytes:
     return _piece(("addr", family, address), lambda: _immediate(NFT_REG_1, _address(family, address)))
 
 
@@ -315,10 +317,10 @@ def _exprs(rule_attrs: Attrs) -> List[Tuple[str, Attrs]]:
     return out
 
 
-def _ip(family: int, data: bytes) -> object:
-    from ipaddress import ip_address
-
-    return ip_address(inet_ntop(AF_INET if family == 4 else AF_INET6, data))
+def _ip(family: int, data: bytes) -> IPAddress:
+    if len(data) != (4 if family == 4 else 16):
+        raise ValueError(f"{len(data)} bytes are not an IPv{family} address")
+    return IPAddress.from_packed(data)
 
 
 def decode_rule(family: int, msg: bytes) -> Union[Rule, str]:
@@ -344,7 +346,7 @@ def _match(family: int, chain: str, exprs: List[Tuple[str, Attrs]]) -> Rule:
         nat = rest[1][1]
         if _be32(nat[1]) != NFT_NAT_SNAT or 5 in nat:
             raise ValueError
-        return SnatRule(family=family, out_iface=iface, to_addr=_ip(family, _data_value(rest[0][1][2])))  # type: ignore[arg-type]
+        return SnatRule(family=family, out_iface=iface, to_addr=_ip(family, _data_value(rest[0][1][2])))
     if key != NFT_META_IIFNAME or chain != "prerouting":
         raise ValueError
     protocol = port = None
@@ -366,7 +368,7 @@ def _match(family: int, chain: str, exprs: List[Tuple[str, Attrs]]) -> Rule:
     return DnatRule(
         family=family,
         in_iface=iface,
-        to_addr=_ip(family, _data_value(rest[0][1][2])),  # type: ignore[arg-type]
+        to_addr=_ip(family, _data_value(rest[0][1][2])),
         protocol=protocol,
         port=port,
         to_port=to_port,

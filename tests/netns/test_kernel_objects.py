@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.util
-import ipaddress
 import socket
 import subprocess
 from typing import Any, Iterator, List, Tuple
@@ -20,6 +19,7 @@ import pytest
 
 from egress_router_cni import link, netlink, route, sysctl
 from egress_router_cni.errors import InterfaceExists, LinkError, SysctlError
+from egress_router_cni.ipaddr import ip_address
 from egress_router_cni.nat.rules import DnatRule, SnatRule
 from egress_router_cni.netlink import RTM_GETADDR, RTM_NEWADDR, RTM_NEWLINK, Netlink, NetlinkError
 from egress_router_cni.netns import NetNS
@@ -146,7 +146,7 @@ def test_route_default_routes_move_to_the_saved_table_and_back(pod: Pod) -> None
 
 def test_route_host_and_default_route_through_a_link(pod: Pod) -> None:
     index = veth(pod)
-    gateway = ipaddress.ip_address(GATEWAY)
+    gateway = ip_address(GATEWAY)
     with in_ns(pod.path) as (_, nl):
         route.add_host_route(nl, gateway, index)
         route.save_and_remove_default_routes(nl, 4, TABLE)
@@ -266,9 +266,9 @@ def test_iptables_backend_install_list_note_remove(pod: Pod) -> None:
     from egress_router_cni.nat import get_backend, spell
 
     rules = [
-        DnatRule(4, "eth0", ipaddress.ip_address("203.0.113.26"), "tcp", 8080, 80),
-        DnatRule(4, "eth0", ipaddress.ip_address("10.0.0.99")),
-        SnatRule(4, "net1", ipaddress.ip_address(RESERVED_IP)),
+        DnatRule(4, "eth0", ip_address("203.0.113.26"), "tcp", 8080, 80),
+        DnatRule(4, "eth0", ip_address("10.0.0.99")),
+        SnatRule(4, "net1", ip_address(RESERVED_IP)),
     ]
     state = RouterState(owner=OWNER, forwarding={4: "0"}, nat=Backend.IPTABLES)
     before = oracle.xtables_save(pod.ns)

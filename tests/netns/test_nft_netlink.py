@@ -9,12 +9,12 @@ backend must also read back both installs as the same rules and note.
 
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 from typing import TYPE_CHECKING, Any, Iterator, List, Union
 
 import pytest
 
+from egress_router_cni.ipaddr import IPAddress, ip_address
 from egress_router_cni.nat import nftables
 from egress_router_cni.nat.nftables_text import render_install
 from egress_router_cni.nat.rules import DnatRule, SnatRule
@@ -25,7 +25,7 @@ from tests.topology import NETNS_DIR, add_netns, delete_netns, new_prefix
 if TYPE_CHECKING:
     from egress_router_cni.nat.rules import Rule
 
-A = ipaddress.ip_address
+A = ip_address
 NOTE = "egress-router owner=0123456789abcdef fwd4=0 nat=nftables"
 V4 = [
     DnatRule(4, "eth0", A("203.0.113.26"), "tcp", 8080, 80),
@@ -40,9 +40,9 @@ V6 = [
     DnatRule(6, "eth0", A("2001:db8:ff::1")),
     SnatRule(6, "eth1.long-name", A("2001:db8::99")),
 ]
-MANY = [
-    DnatRule(4, "eth0", ipaddress.ip_address(0xCB007100 + (i % 250)), "tcp", 1000 + i, 80 + i % 7) for i in range(1000)
-] + [SnatRule(4, "net1", A("192.168.12.99"))]
+MANY = [DnatRule(4, "eth0", IPAddress(4, 0xCB007100 + (i % 250)), "tcp", 1000 + i, 80 + i % 7) for i in range(1000)] + [
+    SnatRule(4, "net1", A("192.168.12.99"))
+]
 CASES = {"ipv4": (V4, [4]), "ipv6": (V6, [6]), "dual-stack": (V4 + V6, [4, 6]), "1000-destinations": (MANY, [4])}
 
 

@@ -7,7 +7,6 @@ about every other key of the plugin config and the JSON/version envelope.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 from typing import Any, Callable, Dict, List
 
@@ -26,6 +25,7 @@ from egress_router_cni.config import (
     valid_ifname,
 )
 from egress_router_cni.errors import CniError, ErrorCode
+from egress_router_cni.ipaddr import ip_address, ip_interface
 from tests.samples import seed_plugin_conf
 
 Mutation = Callable[[Dict[str, Any]], None]
@@ -73,8 +73,8 @@ def test_netconf_seed_example_parses() -> None:
     conf = parse_netconf(seed_conf())
     assert conf.cni_version == "0.4.0"
     assert conf.name == "egress-router-cni-nad"
-    assert conf.addresses == (ipaddress.ip_interface("192.168.12.99/24"),)
-    assert conf.gateways == (ipaddress.ip_address("192.168.12.1"),)
+    assert conf.addresses == (ip_interface("192.168.12.99/24"),)
+    assert conf.gateways == (ip_address("192.168.12.1"),)
     assert len(conf.destinations) == 3
 
 

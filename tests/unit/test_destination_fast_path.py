@@ -1,5 +1,6 @@
 """parse_destination's fast paths (no regular expression for ports, ip_address without a prefix)
-accept and refuse exactly what the former code did: the regex [0-9]{1,5} and ipaddress.ip_interface."""
+accept and refuse exactly what the former code did: the regex [0-9]{1,5} and ipaddress.ip_interface
+(an IPv4-mapped address judged by its IPv4 address, as egress_router_cni.ipaddr and current CPython do)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ def _former_address(text: str) -> Optional[str]:
         ip = ipaddress.ip_interface(text).ip
     except ValueError:
         return None
-    if ip.is_unspecified or ip.is_multicast:
+    # An IPv4-mapped address is judged by its IPv4 address, as current CPython does (egress_router_cni.ipaddr).
+    mapped = getattr(ip, "ipv4_mapped", None)
+    judged = mapped if mapped is not None else ip
+    if judged.is_unspecified or judged.is_multicast:
         return None
     return str(ip)
 
@@ -85,7 +89,8 @@ def test_port_edges_match_the_former_regex(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["203.0.113.26/30", "0.0.0.0", "224.0.0.1", "fe80::1%eth0", "::ffff:1.2.3.4", "1.2.3.04", " 1.2.3.4"]
+    "text",
+    ["203.0.113.26/30", "0.0.0.0", "224.0.0.1", "fe80::1%eth0", "::ffff:1.2.3.4", "::ffff:0:0", "1.2.3.04", " 1.2.3.4"],
 )
 def test_address_edges_match_ip_interface(text: str) -> None:
     assert _address_now(text) == _former_address(text)

@@ -8,7 +8,6 @@ newline-separated EGRESS_DESTINATION to our list of strings.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
@@ -21,6 +20,7 @@ from egress_router_cni.config import (
     parse_netconf,
 )
 from egress_router_cni.errors import CniError, ErrorCode, InvalidConfig
+from egress_router_cni.ipaddr import ip_address
 
 SEED_DESTINATIONS = ["80 UDP 10.0.0.99/30", "8080 TCP 203.0.113.26/30 80", "8443 TCP 203.0.113.27/30 443"]
 V4_ONLY = {4}
@@ -78,7 +78,7 @@ VALID_ENTRIES = [
 def test_destination_valid_form_parses(entry: str, expected: Expected) -> None:
     address, port, protocol, target = expected
     d = parse_destination(entry)
-    assert (d.address, d.port, d.protocol, d.target_port) == (ipaddress.ip_address(address), port, protocol, target)
+    assert (d.address, d.port, d.protocol, d.target_port) == (ip_address(address), port, protocol, target)
 
 
 @pytest.mark.parametrize(
@@ -297,7 +297,7 @@ def test_netconf_fallback_ip_is_appended_as_the_final_fallback() -> None:
     last = conf.destinations[-1]
     assert len(conf.destinations) == len(SEED_DESTINATIONS) + 1
     assert last.is_fallback
-    assert last.address == ipaddress.ip_address("10.0.0.200")
+    assert last.address == ip_address("10.0.0.200")
 
 
 def test_netconf_fallback_ip_alone_sends_everything_there() -> None:

@@ -213,7 +213,11 @@ def test_loads_refuses_bad_documents_with_the_json_error(text: str) -> None:
 
 def test_nesting_limit_is_where_json_puts_it() -> None:
     """RecursionError starts at the same depth for loads and dumps (same call depth into `_json`)."""
-    limit = next(d for d in range(1, 100_000) if outcome(json.loads, "[" * d + "]" * d)[0] != "ok")
+    low, high = 1, 1_000_000  # json.loads takes low levels of nesting and refuses high ones: bisect
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if outcome(json.loads, "[" * middle + "]" * middle)[0] == "ok" else (low, middle)
+    limit = high
     for depth in range(limit - 6, limit + 6):
         for text in ("[" * depth + "]" * depth, "[" * depth + "x", '{"a":' * depth + "1" + "}" * depth):
             assert outcome(jsonio.loads, text) == outcome(json.loads, text), depth

@@ -9,7 +9,6 @@ examples, run with `python -m pytest -m slow tests/unit/test_properties.py`
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from egress_router_cni import protocol
 from egress_router_cni.cmdargs import CmdArgs
 from egress_router_cni.config import SUPPORTED_VERSIONS, parse_destination, parse_destinations, parse_netconf
 from egress_router_cni.errors import CniError, InvalidConfig
+from egress_router_cni.ipaddr import ip_address
 from egress_router_cni.nat.nftables_text import render_install, rule_text
 from egress_router_cni.nat.rules import DnatRule, SnatRule, build_rules
 from egress_router_cni.result import IPConfig, Result, parse_result
@@ -475,7 +475,7 @@ def check_round_trip(router: Tuple[Dict[str, Any], List[Expected]]) -> None:
         assert [(r.port, r.protocol, str(r.to_addr), r.to_port) for r in dnats] == [e[1:] for e in want]
         for rule in dnats:
             port, proto, addr, target = _parse_rule_text(rule_text(rule), family)
-            assert (port, proto, ipaddress.ip_address(addr), target) == (
+            assert (port, proto, ip_address(addr), target) == (
                 rule.port,
                 rule.protocol,
                 rule.to_addr,

@@ -132,11 +132,12 @@ def test_plugin_config_is_accepted_by_the_plugin(target: EgressRouter) -> None:
     assert [str(a) for a in conf.addresses] == [str(a.ip) for a in target.addresses]
     assert [str(g) for g in conf.gateways] == [str(g) for g in target.gateways()]
     rules = [d for d in conf.destinations if not d.is_fallback]
-    assert [(d.port, d.protocol, d.address, d.target_port) for d in rules] == [
-        (r.port, r.protocol.lower(), r.destination_ip, r.target_port) for r in target.redirect_rules
+    # The plugin's addresses (egress_router_cni.ipaddr) against the operator side's (ipaddress): as text.
+    assert [(d.port, d.protocol, str(d.address), d.target_port) for d in rules] == [
+        (r.port, r.protocol.lower(), str(r.destination_ip), r.target_port) for r in target.redirect_rules
     ]
-    fallbacks = [d.address for d in conf.destinations if d.is_fallback]
-    assert fallbacks == ([target.fallback_ip] if target.fallback_ip else [])
+    fallbacks = [str(d.address) for d in conf.destinations if d.is_fallback]
+    assert fallbacks == ([str(target.fallback_ip)] if target.fallback_ip else [])
     assert conf.mode == target.macvlan_mode.lower()
     assert conf.master == target.macvlan_master
     assert (conf.log_file, conf.log_level) == ("/tmp/egress-router-log", "debug")
