@@ -14,9 +14,10 @@ the longest run of two or more zero hextets compressed (the first one on a
 tie), lower-case hex, and an IPv4-mapped address as the running interpreter
 prints it (::ffff:a.b.c.d from Python 3.13 on, ::ffff:xxxx:xxxx before).
 is_multicast, is_unspecified, is_loopback and is_link_local of an IPv4-mapped
-address are those of its IPv4 address, as in current CPython releases (older
-ones differ there). tests/unit/test_ipaddr.py checks all of it against the
-running interpreter's ipaddress with hypothesis.
+address are those of its IPv4 address, as in CPython 3.13.5 (3.13.0 for
+is_loopback only; 3.9-3.12 judge the IPv6 address itself).
+tests/unit/test_ipaddr.py checks all of it against the running interpreter's
+ipaddress with hypothesis.
 
 Only strings are parsed: ipaddress also takes ints, bytes and tuples, which
 the plugin's inputs never are (their types are checked before parsing).
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 _BITS = {4: 32, 6: 128}
 _ALL_ONES = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 # CPython 3.13 (gh-87799) prints ::ffff:0:0/96 addresses with a dotted IPv4 tail.
 _DOTTED_MAPPED = sys.version_info >= (3, 13)
 
@@ -316,7 +317,8 @@ def _parse_v6(text: str) -> Optional[int]:
         return None
     value = 0
     for hextet in hextets:
-        if not 1 <= len(hextet) <= 4 or not _HEX_DIGITS.issuperset(hextet):
+        # Only hex digits are left (_v6_hextets checked the characters and took out the dotted tail).
+        if not 1 <= len(hextet) <= 4 or "." in hextet:
             return None
         value = (value << 16) | int(hextet, 16)
     return value
@@ -325,7 +327,7 @@ def _parse_v6(text: str) -> Optional[int]:
 def _v6_hextets(text: str) -> Optional[List[str]]:
     """The eight hextets of an IPv6 text, unchecked, with '::' expanded and a dotted IPv4 tail in hex."""
     # 45: the longest valid spelling (six full hextets and a dotted quad); CPython refuses longer too.
-    if not text or len(text) > 45:
+    if not text or len(text) > 45 or not _V6_CHARS.issuperset(text):
         return None
     parts = text.split(":")
     if len(parts) < 3:
@@ -337,13 +339,12 @@ def _v6_hextets(text: str) -> Optional[List[str]]:
         parts += [f"{v4 >> 16:x}", f"{v4 & 0xFFFF:x}"]
     if len(parts) > 9:
         return None
-    # One '::' at most: an empty part between the ends. An empty end belongs to a '::' at that end.
-    empty = [i for i in range(1, len(parts) - 1) if not parts[i]]
-    if not empty:
+    # '::' is an empty part between the ends; an empty end belongs to a '::' at that end. A
+    # second '::' leaves an empty hextet behind, which _parse_v6 refuses.
+    if "" not in parts[1:-1]:
         return parts if len(parts) == 8 else None
-    if len(empty) > 1:
-        return None
-    high, low = parts[: empty[0]], parts[empty[0] + 1 :]
+    skip = parts.index("", 1)
+    high, low = parts[:skip], parts[skip + 1 :]
     high = [] if high == [""] else high
     low = [] if low == [""] else low
     zeros = 8 - len(high) - len(low)

@@ -4,8 +4,8 @@ length, network address and containment; for strings made at random, for mutatio
 addresses and for the edge cases below.
 
 One difference is deliberate (see the module docstring): the four properties of an IPv4-mapped
-IPv6 address are those of its IPv4 address, as in current CPython releases, where older ones
-(3.9-3.12, 3.13.0) judge the IPv6 address itself. `_expected_flag` asks ipaddress the newer way.
+IPv6 address are those of its IPv4 address, as in CPython 3.13.5, where 3.9-3.12 (and 3.13.0 but
+for is_loopback) judge the IPv6 address itself. `_expected_flag` asks ipaddress the newer way.
 """
 
 from __future__ import annotations
@@ -241,6 +241,7 @@ EDGES = [
     "1.2.3.4/255.255.255.255", "1.2.3.4/033", "1.2.3.4/33", "1.2.3.4/", "/24", "1.2.3.4/24/24", "1.2.3.4/+24",
     "1.2.3.4/ 24", "1.2.3.4/-1", "1.2.3.4/24 ", "::/129", "::/0128", "::/ffff::", "::/0", "::1/128",
     "fe80::1%eth0/64", "fe80::%eth0/64", "fe80::1/64%eth0", "2001:db8::1/64", "2001:db8::/32",
+    "1.2:3::", "::1.2:3", "1:2:3:4:5:6:1.2.3.4:8", "1::2::", "::1::", "1:2:3:4:5:6:7:8%",
     "1.2.3.4/\u0663", "1.2.3.4/1.2.3.04", "10.0.0.1/8", "::ffff:10.0.0.1/104",
 ]  # fmt: skip
 
