@@ -13,11 +13,12 @@ def main() -> None:
         from .plugin import HANDLERS
         from .protocol import run
 
-        deferred = os.environ["CNI_COMMAND"] == "ADD"
+        deferred = os.environ["CNI_COMMAND"] in ("ADD", "DEL")
         if deferred:
-            # ADD commits its NAT table last: its netfilter sockets are closed after exit, by a
-            # child (see linger.py). DEL deletes the link (15-20 ms) after its commit, which
-            # outlasts the wait; CHECK commits nothing. Neither pays the fork.
+            # ADD and DEL commit a NAT change: their netfilter sockets are closed after exit, by
+            # a child (see linger.py). DEL's link deletion no longer holds DEL up (unlink.py), so
+            # the grace period the close waits out would otherwise be DEL's own. CHECK commits
+            # nothing and does not pay the fork.
             from . import linger
 
             linger.defer()

@@ -64,7 +64,7 @@ def finish() -> None:
         return
     if pid == 0:  # the child
         try:
-            _close_all_but({*fds, read_end})  # the log, the namespaces, the other sockets
+            close_all_but({*fds, read_end})  # the log, the namespaces, the other sockets
             os.read(read_end, 1)  # end of file: the parent (holding write_end) has exited
             for fd in fds:
                 os.close(fd)  # the last reference: the grace period is waited out here
@@ -76,7 +76,7 @@ def finish() -> None:
     _close_all(fds)
 
 
-def _close_all_but(keep: Set[int]) -> None:
+def close_all_but(keep: Set[int]) -> None:
     """Close every open descriptor of this process not in keep.
 
     The open ones are read from /proc/self/fd: os.closerange() before Python

@@ -32,6 +32,8 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+NETLINK_ADD_MEMBERSHIP = 1
+RTNLGRP_LINK = 1  # the multicast group of link notifications
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
@@ -351,6 +353,19 @@ class Netlink(Socket):
         seq = self._send(msg, msg_type, NLM_F_REQUEST | NLM_F_ACK | flags)
         replies, _ = self.collect(seq, False, _decode_reply)
         return replies
+
+    def watch_links(self) -> None:
+        """Receive the kernel's link notifications from now on (RTM_NEWLINK, RTM_DELLINK as links change)."""
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_LINK)
+
+    def notifications(self) -> List[Tuple[int, Message]]:
+        """(type, message) for each message of the next datagram: on a watching socket, notifications."""
+        found = []
+        for msg_type, _flags, _seq, chunk in _split(self.sock.recv(1 << 20)):
+            msg = _decode_reply(msg_type, chunk)
+            if msg is not None:
+                found.append((msg_type, msg))
+        return found
 
     def dump(self, msg_type: int, msg: Message) -> List[Message]:
         """Dump a table, retrying when the kernel flags the dump as interrupted (NLM_F_DUMP_INTR)."""

@@ -81,7 +81,7 @@ def teardown(
         undo += [_later(_reset_forwarding, family, value, log) for family, value in original.items()]
         run_undo(undo, log)
     finally:
-        deleting.join()
+        deleting.close()
 
 
 def _later(action: Callable[..., None], *args: Any) -> Undo:
