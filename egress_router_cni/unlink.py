@@ -93,7 +93,11 @@ class LinkDeletion:
         watch = self._watch.sock.fileno()
         readable, _, _ = select.select([watch, self._answers], [], [])
         if watch in readable:
-            for msg_type, msg in self._watch.notifications():
+            try:
+                notifications = self._watch.notifications()
+            except OSError:  # ENOBUFS: announcements were dropped; the child's answer still comes
+                notifications = []
+            for msg_type, msg in notifications:
                 if msg_type == RTM_DELLINK:
                     self._outcomes.setdefault(msg["index"], True)
         if self._answers in readable:
@@ -134,7 +138,7 @@ def _child(links: List[LinkInfo], answers: int) -> NoReturn:
                 try:
                     answer = f"{DELETED if delete_link(nl, link.index) else GONE} -"
                 except LinkError as e:
-                    answer = f"{FAILED} {e.details}"
+                    answer = f"{FAILED} {' '.join(str(e.details).split())}"  # one line
                 os.write(answers, f"{link.index} {answer}\n".encode())
     finally:
         os._exit(0)
