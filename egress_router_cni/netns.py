@@ -13,23 +13,45 @@ if TYPE_CHECKING:
     from typing import Any, Optional, Tuple
 
 CLONE_NEWNET = 0x40000000
-_libc: Any = None
+_libc_setns: Any = None
 
 
 def _setns(fd: int) -> None:
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, CLONE_NEWNET)
-        return
-    global _libc
-    if _libc is None:
-        import ctypes
+    else:
+        _setns_via_libc(fd)
 
-        # Fixed soname: ctypes.util.find_library would spawn ldconfig on every exec.
-        _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        import ctypes
 
-        code = ctypes.get_errno()
+def _setns_via_libc(fd: int) -> None:
+    """setns(fd, CLONE_NEWNET) through libc, for Python < 3.12; OSError(errno, strerror) on failure.
+
+    Built on the C module `_ctypes` as ctypes.CDLL("libc.so.6", use_errno=True)
+    builds its .setns: the `ctypes` package around it costs ~2.5 ms more per
+    exec (its classes, `types`, `struct`, `ctypes._endian`), and the frozen
+    build no longer imports it at start-up either (build.spec, pyi_lazy_ctypes).
+    """
+    global _libc_setns
+    if _libc_setns is None:
+        import _ctypes
+
+        # typeshed's _SimpleCData is generic; the run-time class cannot be subscripted.
+        class CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int: returned as a Python int
+            _type_ = "i"
+
+        class LibcFunction(_ctypes.CFuncPtr):  # CDLL's _FuncPtr with use_errno=True
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = CInt
+
+        class Libc:  # what CFuncPtr((name, library)) reads: the dlopen handle
+            # Fixed soname: ctypes.util.find_library would spawn ldconfig on every exec.
+            _handle = _ctypes.dlopen("libc.so.6", _ctypes.RTLD_LOCAL)
+
+        _libc_setns = LibcFunction(("setns", Libc()))  # type: ignore[arg-type]  # typeshed: a ctypes.CDLL
+    if _libc_setns(fd, CLONE_NEWNET) != 0:
+        import _ctypes
+
+        code = _ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
 

@@ -1,9 +1,11 @@
 """Self-test of a frozen egress-router bundle: `EGRESS_ROUTER_SELFTEST=1 dist/egress-router/egress-router`.
 
 Imports what CNI mode imports lazily (the plugin and the nftables backend),
-checks that this stayed lean (no pyroute2, asyncio, click, logging or
-subprocess), then imports the CLI. Prints one JSON report; exits 1 if a required
-check failed. Never touches the network: nothing here opens a netlink socket.
+checks that this stayed lean (no pyroute2, asyncio, click, logging,
+subprocess or ctypes), checks that ctypes gets PyInstaller's patch once
+something imports it (the bootstrap defers it, see build.spec), then imports
+the CLI. Prints one JSON report; exits 1 if a required check failed. Never
+touches the network: nothing here opens a netlink socket.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib.util
 import json
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 
 def _check(report: Dict[str, Any], failures: List[str], name: str, ok: bool, detail: Any) -> None:
@@ -35,6 +37,22 @@ def _mapped_from_bundle(soname: str) -> str:
     return ""
 
 
+def _ctypes_patch() -> Tuple[bool, str]:
+    """Whether ctypes, imported now, has PyInstaller's CDLL (bundle lookup, PyInstallerImportError)."""
+    import ctypes
+
+    missing = f"egress-router-selftest-{os.getpid()}.so"  # not a literal: the build would look for it
+    try:
+        ctypes.CDLL(missing)
+        error = "none"
+    except OSError as e:
+        error = type(e).__name__
+    hooks = [type(f).__name__ for f in sys.meta_path if type(f).__name__ == "_CtypesImportHook"]
+    ok = ctypes.CDLL.__name__ == "PyInstallerCDLL" and error == "PyInstallerImportError" and not hooks
+    detail = f"CDLL is {ctypes.CDLL.__module__}.{ctypes.CDLL.__name__}, a missing library raises {error}"
+    return ok, detail + (f", {hooks} still on sys.meta_path" if hooks else "")
+
+
 def main() -> int:
     report: Dict[str, Any] = {"frozen": bool(getattr(sys, "frozen", False)), "meipass": getattr(sys, "_MEIPASS", None)}
     failures: List[str] = []
@@ -42,7 +60,7 @@ def main() -> int:
     from egress_router_cni import plugin, protocol  # noqa: F401  (the ADD/DEL/CHECK import set)
     from egress_router_cni.nat import nftables, nftables_netlink  # noqa: F401
 
-    lean = ("pyroute2", "asyncio", "click", "structlog", "logging", "subprocess", "selectors")
+    lean = ("pyroute2", "asyncio", "click", "structlog", "logging", "subprocess", "selectors", "ctypes")
     heavy = [m for m in lean if m in sys.modules]
     _check(report, failures, "hot_path_stays_lean", not heavy, heavy or "none of " + " ".join(lean))
     # Informational: avoidable start-up cost still on the hot path (see docs/performance.md).
@@ -59,6 +77,8 @@ def main() -> int:
         report["iptables_backend"] = {"ok": True, "detail": f"python-iptables loaded, libxtables from {mapped}"}
     except Exception as e:  # informational: needs the node's xtables libraries
         report["iptables_backend"] = {"ok": False, "detail": f"{type(e).__name__}: {e}"}
+
+    _check(report, failures, "ctypes_patched_on_import", *_ctypes_patch())
 
     # Host tools must get the caller's LD_LIBRARY_PATH, not the bundle's.
     from egress_router_cni import spawn
