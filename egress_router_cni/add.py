@@ -30,7 +30,6 @@ from .route import (
     wait_for_dad,
 )
 from .state import FAMILIES, RouterState, encode_alias, encode_note, owner_id
-from .teardown import teardown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -126,6 +125,9 @@ def _add(args: CmdArgs, conf: NetConf, log: PluginLog, hook: Optional[StepHook])
                 run_steps(ctx, hook)
             except BaseException:
                 log.error("ADD failed: rolling back")
+                # Imported here: the rollback (and the link deletion it may fork for) is off a good ADD's path.
+                from .teardown import teardown
+
                 teardown(pod, [backend], ctx.state.owner, log, forwarding)
                 raise
     log.verbose(f"CNI ADD done: {args.ifname} {' '.join(str(a) for a in conf.addresses)}")

@@ -250,3 +250,6 @@ def test_cni_mode_imports_only_what_it_uses(topology: Topology, pod: Pod, log_fi
             name for name in imported if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_CNI_MODE)
         )
         assert not leaked, f"CNI mode imported {leaked}"
+    # A good ADD never rolls back: the undo list and the link deletion it forks for stay unloaded.
+    rollback_only = {"egress_router_cni.teardown", "egress_router_cni.unlink", "select"}
+    assert not rollback_only & _cni_imports(added), _cni_imports(added)
