@@ -76,8 +76,9 @@ def teardown(
         original = _original_forwarding(owner, links, list(notes.values()), forwarding or {})
         undo: List[Undo] = [_later(_remove_nat, backend, notes[backend.name], owner, log) for backend in backends]
         # Waits for the link's deletion: the lines keep their order, and the routes need the link gone.
-        undo += [_later(_remove_link, deleting, link, log) for link in links]
-        undo += [_later(_restore_routes, pod, family, owner, log) for family in FAMILIES]
+        refused: List[LinkInfo] = []
+        undo += [_later(_remove_link, deleting, link, log, refused) for link in links]
+        undo += [_later(_restore_routes, pod, family, owner, log, refused) for family in FAMILIES]
         undo += [_later(_reset_forwarding, family, value, log) for family, value in original.items()]
         run_undo(undo, log)
     finally:
@@ -127,12 +128,21 @@ def _remove_nat(backend: NatBackend, note: Optional[RouterState], owner: str, lo
         log.debug(f"Deleted {backend.name} NAT rules")
 
 
-def _remove_link(deleting: LinkDeletion, link: LinkInfo, log: PluginLog) -> None:
-    if deleting.outcome(link):
+def _remove_link(deleting: LinkDeletion, link: LinkInfo, log: PluginLog, refused: List[LinkInfo]) -> None:
+    try:
+        gone = deleting.outcome(link)
+    except CniError:
+        refused.append(link)
+        raise
+    if gone:
         log.debug(f"Deleted interface {link.name!r}")
 
 
-def _restore_routes(pod: Netlink, family: int, owner: str, log: PluginLog) -> None:
+def _restore_routes(pod: Netlink, family: int, owner: str, log: PluginLog, refused: List[LinkInfo]) -> None:
+    if refused:
+        # The link's own default route is still there: putting the saved one back would
+        # meet EEXIST and empty the saved table. It stays saved for the runtime's retry.
+        return
     for route in restore_default_routes(pod, family, saved_table(owner)):
         log.debug(f"Restored default route {route.go_string(table=MAIN_TABLE)}")
 

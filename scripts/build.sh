@@ -120,6 +120,8 @@ deps_present() {
     WITH_IPTABLES=$WITH_IPTABLES "$1" - "$REPO" <<'EOF'
 import importlib.metadata, os, sys
 import PyInstaller, click, structlog  # noqa: F401
+if not PyInstaller.__version__.startswith("6."):
+    sys.exit("PyInstaller 6 is needed (build.spec replaces its pyimod03_ctypes)")  # the venv pins it
 if os.environ.get("WITH_IPTABLES") == "1":
     import importlib.util
     if importlib.util.find_spec("iptc") is None:
