@@ -273,6 +273,34 @@ class Bench:
                 self.cycle(impl, destinations, f"add{count}", True)
             self.progress(f"{count} destinations {i + 1}/{self.args.dest_iterations}")
 
+    def concurrency_rounds(self) -> Dict[str, Dict[str, Any]]:
+        """--concurrent-rounds rounds of concurrency(), implementations in rotating order; medians per plugin.
+
+        One round is a single shot whose wall time moves by ±25 % between runs on
+        this machine, more than the differences it is meant to show.
+        """
+        rounds: Dict[str, List[Dict[str, Any]]] = {impl.name: [] for impl in self.impls}
+        for r in range(self.args.concurrent_rounds):
+            order = self.impls[r % len(self.impls) :] + self.impls[: r % len(self.impls)]
+            for impl in order:
+                rounds[impl.name].append(self.concurrency(impl))
+            self.progress(f"concurrent round {r + 1}/{self.args.concurrent_rounds}")
+        summary = {}
+        for name, runs in rounds.items():
+            walls = [run["wall_ms"] for run in runs]
+            summary[name] = {
+                "n": self.args.concurrent,
+                "rounds": len(runs),
+                "succeeded": sum(run["succeeded"] for run in runs),
+                "traffic": sum(run["traffic"] for run in runs),
+                "wall_ms": round(statistics.median(walls), 1),
+                "wall_min_ms": min(walls),
+                "wall_max_ms": max(walls),
+                "cpu_total_ms": round(statistics.median(run["cpu_total_ms"] for run in runs), 1),
+                "per_round": runs,
+            }
+        return summary
+
     def concurrency(self, impl: Impl) -> Dict[str, Any]:
         """N ADDs at once into N pods; then one TCP request through each router."""
         n = self.args.concurrent
@@ -370,12 +398,18 @@ def report(summary: Dict[str, Any], impls: List[Impl]) -> str:
     floor = phases.get("floor", {}).get("python3 -I -S", {}).get("median_ms")
     if floor is not None:
         lines.append(f"floor python3 -I -S -c pass: {floor:.1f} ms")
-    for name, conc in summary.get("concurrent", {}).items():
-        lines.append(
-            f"{conc['n']} concurrent ADDs, {name}: {conc['succeeded']}/{conc['n']} succeeded, "
-            f"traffic {conc['traffic']}/{conc['n']}, wall {conc['wall_ms']:.0f} ms, "
+    concurrent = summary.get("concurrent", {})
+    for name, conc in concurrent.items():
+        total = conc["n"] * conc["rounds"]
+        line = (
+            f"{conc['n']} concurrent ADDs x {conc['rounds']} rounds, {name}: {conc['succeeded']}/{total} succeeded, "
+            f"traffic {conc['traffic']}/{total}, wall median {conc['wall_ms']:.0f} ms "
+            f"({conc['wall_min_ms']:.0f}-{conc['wall_max_ms']:.0f}), "
             f"cpu of all {conc['n']} {conc['cpu_total_ms']:.0f} ms"
         )
+        if name != ours and concurrent.get(ours, {}).get("wall_ms") and conc["wall_ms"]:
+            line += f", ours/{name} {concurrent[ours]['wall_ms'] / conc['wall_ms']:.2f}x"
+        lines.append(line)
     lines.append(f"load average before/after: {summary['load_before']} / {summary['load_after']}")
     if summary["failures"]:
         lines.append(f"FAILURES ({len(summary['failures'])}): " + "; ".join(summary["failures"][:10]))
@@ -399,12 +433,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dest-count", type=int, default=1000)
     p.add_argument("--dest-iterations", type=int, default=10, help="0: skip the scaling phase")
     p.add_argument("--concurrent", type=int, default=32, help="0: skip the concurrency phase")
-    p.add_argument("--quick", action="store_true", help="5 iterations, 3 at 1000 destinations, 8 concurrent")
+    p.add_argument(
+        "--concurrent-rounds", type=int, default=None, help="rounds of the concurrency phase, medians (default 5)"
+    )
+    p.add_argument("--quick", action="store_true", help="5 iterations, 3 at 1000 destinations, 8 concurrent, 1 round")
     p.add_argument("--json-out", default=str(DEFAULT_OUT / "results.json"))
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.iterations, args.warmup, args.dest_iterations, args.concurrent = 5, 1, 3, 8
+    if args.concurrent_rounds is None:
+        args.concurrent_rounds = 1 if args.quick else 5
     return args
 
 
@@ -461,10 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if os.access("/usr/bin/time", os.X_OK):
                     bench.results.notes["peak_rss_mb"] = {impl.name: bench.peak_rss(impl) for impl in impls}
                 if args.concurrent:
-                    bench.results.notes["concurrent"] = {}
-                    for impl in impls:
-                        bench.results.notes["concurrent"][impl.name] = bench.concurrency(impl)
-                        bench.progress(f"concurrent {impl.name} done")
+                    bench.results.notes["concurrent"] = bench.concurrency_rounds()
         finally:
             topology.down()
         summary = bench.results.summary()
