@@ -20,7 +20,18 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from _socket import AF_INET, AF_INET6, AF_NETLINK, SO_RCVBUF, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET, inet_ntop, inet_pton
+from _socket import (
+    AF_INET,
+    AF_INET6,
+    AF_NETLINK,
+    MSG_TRUNC,
+    SO_RCVBUF,
+    SOCK_CLOEXEC,
+    SOCK_RAW,
+    SOL_SOCKET,
+    inet_ntop,
+    inet_pton,
+)
 from _socket import socket as _raw_socket
 from _struct import Struct, pack, unpack_from
 
@@ -259,6 +270,13 @@ def message(msg_type: int, fields: Optional[Dict[str, Any]] = None, attrs: Any =
     return Message(KINDS[msg_type], dict(fields or {}), list(attrs))
 
 
+# The largest datagram a read takes. The kernel cuts dumps into datagrams of at
+# most 32 KiB and the plugin's other replies are a few kB. 64 KiB comes from the
+# heap and is reused; a 1 MiB read made glibc map and unmap 1 MiB for every reply
+# (mmap, mremap, munmap and a page fault, about 25 times per ADD).
+RECV_SIZE = 1 << 16
+
+
 class Socket:
     """A netlink socket of one protocol that sends requests and collects their replies."""
 
@@ -277,6 +295,13 @@ class Socket:
         """Close the socket."""
         self.sock.close()
 
+    def receive(self) -> bytes:
+        """The next datagram; one that does not fit RECV_SIZE is refused, not read cut short."""
+        data, _, flags, _ = self.sock.recvmsg(RECV_SIZE)
+        if flags & MSG_TRUNC:
+            raise NetlinkError(errno.EMSGSIZE, f"a netlink reply larger than {RECV_SIZE} bytes")
+        return data
+
     def next_seq(self) -> int:
         """The sequence number for the next request."""
         self.seq += 1
@@ -293,7 +318,7 @@ class Socket:
         interrupted = False
         error: Optional[NetlinkError] = None
         while True:
-            for msg_type, flags, msg_seq, chunk in _split(self.sock.recv(1 << 20)):
+            for msg_type, flags, msg_seq, chunk in _split(self.receive()):
                 if not seq <= msg_seq <= last:
                     continue  # a stale reply to an earlier request
                 if flags & NLM_F_DUMP_INTR:
@@ -361,7 +386,7 @@ class Netlink(Socket):
     def notifications(self) -> List[Tuple[int, Message]]:
         """(type, message) for each message of the next datagram: on a watching socket, notifications."""
         found = []
-        for msg_type, _flags, _seq, chunk in _split(self.sock.recv(1 << 20)):
+        for msg_type, _flags, _seq, chunk in _split(self.receive()):
             msg = _decode_reply(msg_type, chunk)
             if msg is not None:
                 found.append((msg_type, msg))

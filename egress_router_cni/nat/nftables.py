@@ -9,6 +9,7 @@ when the backend method is called.
 from __future__ import annotations
 
 import errno
+import os
 
 from .. import linger
 from ..errors import NatError, NotAvailable
@@ -19,7 +20,7 @@ from .nftables_text import FAMILIES, TABLE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Union
+    from typing import Any, Callable, List, Optional, Tuple, Union
 
     from ..state import BackendName
     from .rules import Rule
@@ -33,21 +34,43 @@ NFT_MSG_GETGEN = 16
 # free the transaction (an RCU grace period, 6-20 ms here); DEL deletes the
 # link during that time instead of waiting.
 _spent: List[Socket] = []
+# The socket of the namespace the process is in, reused by every request there (the
+# probe, the reads, the batch): one socket's set-up and release per command instead
+# of one per request. A socket acts on the namespace it was opened in, so it is
+# reused only while the process is still in that namespace.
+_current: Optional[Tuple[Tuple[int, int], Socket]] = None
+_NAMESPACE = "/proc/thread-self/ns/net"
 __all__ = ["FAMILIES", "TABLE", "NftablesBackend", "nftables_present", "nftables_usable", "release"]
 
 
 def release() -> None:
     """Close the netfilter sockets of this command (a CNI exec: after it has exited, see linger.py)."""
+    global _current
+    _current = None
     while _spent:
         linger.close(_spent.pop().sock.detach())
 
 
+def _namespace() -> Optional[Tuple[int, int]]:
+    """The network namespace this thread is in, or None when /proc cannot tell (no reuse then)."""
+    try:
+        st = os.stat(_NAMESPACE)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _socket() -> Socket:
+    global _current
+    namespace = _namespace()
+    if _current is not None and namespace is not None and _current[0] == namespace:
+        return _current[1]
     try:
         sock = Socket(NETLINK_NETFILTER)
     except OSError as e:
         raise NotAvailable("nftables is not available", f"no netfilter netlink socket: {e.strerror or e}") from e
     _spent.append(sock)
+    _current = (namespace, sock) if namespace is not None else None
     return sock
 
 
@@ -55,25 +78,41 @@ def _raw(msg_type: int, chunk: bytes) -> Optional[bytes]:
     return chunk
 
 
-def _request(data: bytes, seq: int, last: Optional[int] = None, dump: bool = False) -> List[bytes]:
+def _request(build: Callable[[int], Tuple[bytes, int]], dump: bool = False) -> List[bytes]:
+    """Send build(first sequence number) -> (data, last sequence number); the replies up to the last one.
+
+    Each request takes fresh sequence numbers on the shared socket: a reply
+    left over from an earlier request (one that failed half-way) is skipped,
+    never taken for this one's.
+    """
     sock = _socket()
+    data, last = build(sock.seq + 1)
+    first, sock.seq = sock.seq + 1, last
     if len(data) > 200_000:  # a batch must fit the send buffer in one message (1000 rules: ~400 kB)
         try:
             sock.sock.setsockopt(_SOL_SOCKET, SO_SNDBUFFORCE, len(data) + 4096)
         except OSError:
             sock.sock.setsockopt(_SOL_SOCKET, _SO_SNDBUF, len(data) + 4096)
     sock.sock.send(data)
-    replies, _ = sock.collect(seq, dump, _raw, last)
+    replies, _ = sock.collect(first, dump, _raw, last)
     return replies
+
+
+def _single(build: Callable[..., bytes], *args: Any) -> Callable[[int], Tuple[bytes, int]]:
+    """A one-message request for _request: build(seq, *args) -> its bytes."""
+    return lambda seq: (build(seq, *args), seq)
 
 
 def _batch(fill: Any) -> None:
     """Send one batch built by fill(batch); raise NatError with the kernel's reason if it is refused."""
-    batch = Batch(1)
-    fill(batch)
-    data, last = batch.close()
+
+    def build(first: int) -> Tuple[bytes, int]:
+        batch = Batch(first)
+        fill(batch)
+        return batch.close()
+
     try:
-        _request(data, 1, last)
+        _request(build)
     except NetlinkError as e:
         raise NatError("nftables rejected the change", str(e)) from e
 
@@ -81,7 +120,7 @@ def _batch(fill: Any) -> None:
 def _table(family: int) -> Optional[bytes]:
     """Our table's NEWTABLE message in this family, or None when there is none."""
     try:
-        replies = _request(get_table(1, family), 1)
+        replies = _request(_single(get_table, family))
     except NetlinkError as e:
         if e.errno == errno.ENOENT:
             return None
@@ -128,7 +167,7 @@ class NftablesBackend:
                 continue
             any_table = True
             try:
-                replies = _request(dump_rules(1, family), 1, dump=True)
+                replies = _request(_single(dump_rules, family), dump=True)
             except NetlinkError as e:
                 raise NatError("failed to read the nftables rules", str(e)) from e
             found.extend(decode_rule(family, msg) for msg in replies)
@@ -138,7 +177,7 @@ class NftablesBackend:
 def _generation() -> None:
     """Ask nf_tables for its ruleset generation: read-only, and it fails where nf_tables is missing."""
     try:
-        _request(message(nft_type(NFT_MSG_GETGEN), 1 | 0x4, 1, 0, b""), 1)
+        _request(_single(lambda seq: message(nft_type(NFT_MSG_GETGEN), 1 | 0x4, seq, 0, b"")))
     except NetlinkError as e:
         raise NotAvailable("nftables is not available", f"the kernel refused nf_tables requests: {e}") from e
 

@@ -10,12 +10,16 @@ touches the network: nothing here opens a netlink socket.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
-import os
 import sys
-from typing import Any, Dict, List, Tuple
+
+# Whether the bundle's start-up loaded zlib, noted before this module's own imports.
+ZLIB_AT_START = "zlib" in sys.modules
+
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+from typing import Any, Dict, List, Tuple  # noqa: E402
 
 
 def _check(report: Dict[str, Any], failures: List[str], name: str, ok: bool, detail: Any) -> None:
@@ -35,6 +39,25 @@ def _mapped_from_bundle(soname: str) -> str:
     except OSError:
         pass
     return ""
+
+
+def _bundled_libraries_mapped() -> Dict[str, str]:
+    """{library: the path it is mapped from} for each shared library of the bundle this process has mapped.
+
+    The onedir starts in one exec (scripts/lib/bootloader_patch.py): its
+    executable's RPATH, not LD_LIBRARY_PATH, is what finds these in _internal/.
+    """
+    home = getattr(sys, "_MEIPASS", "")
+    bundled = [name for name in os.listdir(home) if ".so" in name] if home else []
+    mapped: Dict[str, str] = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1] if line.count(" ") >= 5 else ""
+            base = os.path.basename(path)
+            for name in bundled:
+                if base == name or base.startswith(name + "."):  # libffi.so.8 or the system's libffi.so.8.1.2
+                    mapped[name] = path
+    return mapped
 
 
 def _ctypes_patch() -> Tuple[bool, str]:
@@ -63,6 +86,18 @@ def main() -> int:
     lean = ("pyroute2", "asyncio", "click", "structlog", "logging", "subprocess", "selectors", "ctypes")
     heavy = [m for m in lean if m in sys.modules]
     _check(report, failures, "hot_path_stays_lean", not heavy, heavy or "none of " + " ".join(lean))
+    # build.spec (LAZY_ZLIB): PyInstaller's archive reader imports zlib when it first inflates a
+    # PYZ entry. The onedir's PYZ is empty (its modules are .pyc files): its start-up loads none.
+    importers = sys.modules.get("pyimod02_importers")
+    pyz_empty = importers is not None and not importers.pyz_archive.toc
+    zlib_loaded = ZLIB_AT_START
+    _check(
+        report,
+        failures,
+        "zlib_only_for_a_pyz",
+        not (pyz_empty and zlib_loaded),
+        f"PYZ {'empty' if pyz_empty else 'holds modules'}, zlib {'loaded' if zlib_loaded else 'not loaded'}",
+    )
     # Informational: avoidable start-up cost still on the hot path (see docs/performance.md).
     report["avoidable_imports"] = [
         m for m in ("dataclasses", "inspect", "shutil", "_hashlib", "socket", "enum", "re") if m in sys.modules
@@ -96,6 +131,7 @@ def main() -> int:
     import structlog  # noqa: F401  (log_format "json")
 
     _check(report, failures, "cli_commands", bool(loaded), " ".join(loaded))
+    report["bundled_libraries_mapped"] = _bundled_libraries_mapped()
     report["modules_loaded"] = len(sys.modules)
     report["failures"] = failures
     print(json.dumps(report, indent=1))

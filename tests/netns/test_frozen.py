@@ -11,8 +11,12 @@ Skipped when dist/ holds no build.
 from __future__ import annotations
 
 import json
+import marshal
 import os
+import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -56,7 +60,99 @@ def test_frozen_bundle_selftest(form: str) -> None:
     assert report["frozen"] is True
     assert report["hot_path_stays_lean"]["ok"], report["hot_path_stays_lean"]
     assert report["ctypes_patched_on_import"]["ok"], report["ctypes_patched_on_import"]
+    assert report["zlib_only_for_a_pyz"]["ok"], report["zlib_only_for_a_pyz"]
+    if form == "onedir":  # its modules are files: nothing to inflate, zlib never loaded
+        assert report["zlib_only_for_a_pyz"]["detail"] == "PYZ empty, zlib not loaded"
     assert report["cli_commands"]["ok"], report["cli_commands"]
+
+
+def pkg_entry(exe: Path, name: str) -> bytes:
+    """One entry of the PKG archive PyInstaller appends to the executable, inflated.
+
+    The archive ends with a cookie (magic, archive length, table-of-contents
+    offset and length, Python version, libpython name; big-endian); each
+    table entry is (entry length, offset, stored length, full length,
+    compressed flag, type code) and a NUL-padded name.
+    """
+    data = exe.read_bytes()
+    cookie = struct.Struct("!8sIIII64s")
+    start = data.rfind(b"MEI\014\013\012\013\016")
+    assert start >= 0, f"{exe} holds no PyInstaller archive"
+    _, length, toc_offset, toc_length, _, _ = cookie.unpack_from(data, start)
+    base = start + cookie.size - length
+    entry = struct.Struct("!IIIIBc")
+    pos, end = base + toc_offset, base + toc_offset + toc_length
+    while pos < end:
+        size, offset, stored, _, compressed, _ = entry.unpack_from(data, pos)
+        if data[pos + entry.size : pos + size].rstrip(b"\0").decode() == name:
+            blob = data[base + offset : base + offset + stored]
+            return zlib.decompress(blob) if compressed else blob
+        pos += size
+    raise KeyError(f"{name} is not in {exe}'s archive")
+
+
+@pytest.mark.parametrize("form", sorted(BUILDS))
+def test_frozen_bootstrap_does_not_scan_for_eggs(form: str) -> None:
+    """[form] The bundled bootstrap script no longer lists _internal/ for .egg directories on every exec.
+
+    PyInstaller's bootstrap ends with a loop that stats every entry of the
+    bundle's top directory (~130 in the onedir) to put unpacked eggs on
+    sys.path; the bundle has none, and build.spec (EGG_SCAN) drops the loop.
+    The entry is a marshalled code object, whose names are stored as plain
+    ASCII (whatever the Python version that built it).
+    """
+    code = pkg_entry(built(form), "pyiboot01_bootstrap")
+    assert b"_MEIPASS" in code and b"pyimod03_ctypes" in code  # the bootstrap it is, read whole
+    assert b"listdir" not in code
+    assert b"listdir" in marshal.dumps(compile("for e in os.listdir(sys._MEIPASS): pass", "egg", "exec"))
+
+
+def test_frozen_onedir_starts_in_one_exec() -> None:
+    """[onedir] One exec per CNI command: the bootloader does not exec itself again (bootloader_patch.py).
+
+    PyInstaller's stock onedir bootloader restarts once on Linux so that
+    LD_LIBRARY_PATH takes effect; the dynamic linker reports each program
+    start it makes (LD_DEBUG=files, "transferring control").
+    """
+    exe = built("onedir")
+    proc = subprocess.run(
+        [str(exe)],
+        env={"PATH": CLEAN_PATH, "CNI_COMMAND": "VERSION", "LD_DEBUG": "files"},
+        input="{}",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and '"supportedVersions"' in proc.stdout, proc.stderr[-2000:]
+    starts = [line for line in proc.stderr.splitlines() if "transferring control:" in line]
+    assert len(starts) == 1, starts
+
+
+def _own_runpath(path: Path) -> bool:
+    """Whether an ELF file carries a RUNPATH of its own (readelf from binutils, which build.sh requires)."""
+    proc = subprocess.run(["readelf", "-d", str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return "(RUNPATH)" in proc.stdout
+
+
+@pytest.mark.parametrize("form", sorted(BUILDS))
+def test_frozen_bundled_libraries_are_the_ones_mapped(form: str) -> None:
+    """[form] The libraries the bundle carries (libffi for ctypes, libxtables...) are mapped from the bundle.
+
+    Without the restart, the onedir finds them through its executable's RPATH;
+    an extension module with a RUNPATH of its own (an interpreter built with one,
+    like pyenv's) resolves its libraries there first, as the dynamic linker does.
+    """
+    report = selftest(built(form))
+    home = report["meipass"] + "/"
+    mapped = report["bundled_libraries_mapped"]
+    assert "libffi.so.8" in mapped or not any(n.startswith("libffi") for n in os.listdir(home)), mapped
+    elsewhere = {name: path for name, path in mapped.items() if not path.startswith(home)}
+    if elsewhere and shutil.which("readelf"):
+        with_runpath = [p.name for p in Path(home).glob("python3*/lib-dynload/*.so") if _own_runpath(p)]
+        if with_runpath:
+            pytest.skip(f"{elsewhere} resolved through the interpreter's own RUNPATH ({with_runpath[:3]}...)")
+    assert not elsewhere, elsewhere
 
 
 @pytest.mark.parametrize("form", sorted(BUILDS))

@@ -10,7 +10,7 @@ backend must also read back both installs as the same rules and note.
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING, Any, Iterator, List, Union
+from typing import TYPE_CHECKING, Any, Iterator, List, Tuple, Union
 
 import pytest
 
@@ -135,19 +135,84 @@ def test_refused_batch_changes_nothing(ns: str) -> None:
 
     _backend(ns, "install", V4, [4], NOTE)
     before = oracle.nft_ruleset(ns)
-    batch = nfnl.Batch(1)
-    batch.install(V4[:2], 4, "")
     snat = nfnl.rule_expressions(SnatRule(4, "net1", A("192.168.12.7")))
     body = nfnl.string(nfnl.NFTA_RULE_TABLE, "egress_cni") + nfnl.string(nfnl.NFTA_RULE_CHAIN, "prerouting")
-    batch.add(nfnl.NFT_MSG_NEWRULE, 0x400 | 0x800, 4, body + nfnl.nested(nfnl.NFTA_RULE_EXPRESSIONS, snat))
-    data, last = batch.close()
+
+    def build(first: int) -> Tuple[bytes, int]:
+        batch = nfnl.Batch(first)
+        batch.install(V4[:2], 4, "")
+        batch.add(nfnl.NFT_MSG_NEWRULE, 0x400 | 0x800, 4, body + nfnl.nested(nfnl.NFTA_RULE_EXPRESSIONS, snat))
+        return batch.close()
+
     with NetNS(f"{NETNS_DIR}/{ns}") as handle:
         handle.enter()
         try:
             with pytest.raises(NetlinkError):
-                nftables._request(data, 1, last)
+                nftables._request(build)
         finally:
             nftables.release()
             handle.leave()
     assert oracle.nft_ruleset(ns) == before
     assert _backend(ns, "installed", [4]) == V4
+
+
+@pytest.fixture
+def other_ns() -> Iterator[str]:
+    name = new_prefix() + "-nft2"
+    add_netns(name)
+    try:
+        yield name
+    finally:
+        delete_netns(name)
+
+
+def test_one_socket_per_namespace(ns: str, other_ns: str) -> None:
+    """[nat] A command's requests in one namespace share a socket; another namespace gets its own.
+
+    The probe, the reads and the batch of an ADD go over one socket (one set-up,
+    one release); a socket acts on the namespace it was opened in, so after
+    switching namespaces the rules must land in the new one, not the first.
+    """
+    with NetNS(f"{NETNS_DIR}/{ns}") as first, NetNS(f"{NETNS_DIR}/{other_ns}") as second:
+        first.enter()
+        try:
+            backend = nftables.NftablesBackend()
+            assert nftables.nftables_problem() is None
+            assert backend.installed([4, 6]) is None
+            backend.install(V4, [4], NOTE)
+            assert backend.installed([4]) == V4
+            assert len(nftables._spent) == 1  # probe, 2 table reads, batch, table read + dump: one socket
+            first.leave()
+            second.enter()
+            backend.install(V6, [6], NOTE)
+            assert len(nftables._spent) == 2
+            second.leave()
+            first.enter()
+            assert backend.installed([4]) == V4  # back in the first namespace: a socket there again
+            assert len(nftables._spent) == 3
+        finally:
+            nftables.release()
+            first.leave()
+            second.leave()
+    assert nftables._spent == [] and nftables._current is None
+    assert _backend(ns, "installed", [4, 6]) == V4
+    assert _backend(other_ns, "installed", [4, 6]) == V6
+
+
+def test_stale_reply_on_the_shared_socket_is_skipped(ns: str) -> None:
+    """[nat] A reply left unread by an earlier request is not taken for the next request's answer."""
+    from egress_router_cni.nat import nftables_netlink as nfnl
+
+    _backend(ns, "install", V4, [4], NOTE)
+    with NetNS(f"{NETNS_DIR}/{ns}") as handle:
+        handle.enter()
+        try:
+            sock = nftables._socket()
+            sock.seq += 1  # a request whose replies nobody reads: our table, as if a read failed half-way
+            sock.sock.send(nfnl.get_table(sock.seq, 4))
+            backend = nftables.NftablesBackend()
+            assert backend.note([6]) is None  # ip6 has no table: the stale ip reply must not answer this
+            assert backend.note([4]) == NOTE
+        finally:
+            nftables.release()
+            handle.leave()
