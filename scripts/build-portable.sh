@@ -374,6 +374,9 @@ e2e_tests() { # the end-to-end suite, through Python 3.9 and then through the fr
 }
 
 build() {
+    # The onedir's bootloader is compiled from PyInstaller's source, which pip downloads: with
+    # the host's network, before build.sh (offline) finds it in build/bootloader/.
+    in_root --net host sh -c "cd $SRC_IN && scripts/build-bootloader.sh --python $VENV_IN/bin/python >/dev/null"
     in_root sh -c "cd $SRC_IN && scripts/build.sh --python $VENV_IN/bin/python --no-apt"
     local src=$ROOTFS$SRC_IN/dist
     safe_rm_tree "$OUT"

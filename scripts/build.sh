@@ -104,7 +104,7 @@ command -v strip >/dev/null || need_pkg binutils
 if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] && ! has_lib 'libxtables\.so\.12 '; then
     need_pkg libxtables12
 fi
-# The onedir's bootloader is compiled from PyInstaller's source (see onedir_bootloader below);
+# The onedir's bootloader is compiled from PyInstaller's source (scripts/build-bootloader.sh);
 # python-iptables' C helper (libxtwrapper) needs the compiler too.
 command -v gcc >/dev/null || need_pkg gcc
 [ -e /usr/include/stdio.h ] || need_pkg libc6-dev
@@ -161,44 +161,11 @@ else
     log "building with $BUILD_PY (project and pyinstaller already installed)"
 fi
 
-# --- the onedir's bootloader -----------------------------------------------------------------
-# PyInstaller's onedir execs itself a second time on Linux so that LD_LIBRARY_PATH takes
-# effect (~1 ms of CPU per CNI command). Its bootloader, compiled from the source of the very
-# PyInstaller version building, with scripts/lib/bootloader_patch.py applied and an RPATH to
-# _internal/, starts in one exec. zlib is compiled in. Kept per version and patch in build/.
-onedir_bootloader() {
-    local version key dir tmp src platform run
-    version=$("$BUILD_PY" -c 'import PyInstaller; print(PyInstaller.__version__)')
-    key=$(sha256sum "$REPO/scripts/lib/bootloader_patch.py" | cut -c1-12)
-    dir="$REPO/build/bootloader/$version-$key"
-    if [ ! -x "$dir/run" ]; then
-        tmp="$dir.tmp"
-        rm -rf "$tmp"
-        mkdir -p "$tmp"
-        log "compiling PyInstaller $version's bootloader for the onedir (scripts/lib/bootloader_patch.py)"
-        "$BUILD_PY" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyinstaller==$version" >&2 \
-            || die "cannot download the source of PyInstaller $version"
-        tar -xzf "$tmp/pyinstaller-$version.tar.gz" -C "$tmp" || die "cannot unpack the source of PyInstaller $version"
-        src="$tmp/pyinstaller-$version"
-        platform=$("$BUILD_PY" -c 'from PyInstaller import PLATFORM; print(PLATFORM)')
-        rm -rf "${src:?}/PyInstaller/bootloader/$platform"  # only what waf builds below lands here
-        "$BUILD_PY" "$REPO/scripts/lib/bootloader_patch.py" "$src" || die "cannot patch PyInstaller $version's bootloader"
-        # shellcheck disable=SC2016  # $ORIGIN is for the dynamic linker, not the shell
-        if ! (cd "$src/bootloader" && LDFLAGS='-Wl,--disable-new-dtags -Wl,-rpath,$ORIGIN/_internal' \
-            "$BUILD_PY" ./waf --static-zlib configure all >"$tmp/waf.log" 2>&1); then
-            tail -20 "$tmp/waf.log" >&2
-            die "compiling PyInstaller's bootloader failed (the whole log: $tmp/waf.log)"
-        fi
-        run="$src/PyInstaller/bootloader/$platform/run"
-        readelf -d "$run" 2>/dev/null | grep -q 'Library rpath: \[\$ORIGIN/_internal\]' \
-            || die "the bootloader build produced no $run linked with RPATH \$ORIGIN/_internal (see $tmp/waf.log)"
-        mkdir -p "$dir"
-        cp "$run" "$dir/run"
-        rm -rf "$tmp"
-    fi
-    echo "$dir/run"
-}
-EGRESS_ROUTER_ONEDIR_BOOTLOADER=$(onedir_bootloader) || exit 1  # die said why
+# --- the onedir's bootloader (scripts/build-bootloader.sh) -----------------------------------
+# PyInstaller's stock onedir execs itself a second time on Linux (~1 ms of CPU per CNI command);
+# this one, compiled from the building PyInstaller's own source, starts in one exec.
+EGRESS_ROUTER_ONEDIR_BOOTLOADER=$("$REPO/scripts/build-bootloader.sh" --python "$BUILD_PY") \
+    || die "no bootloader for the onedir (scripts/build-bootloader.sh failed, see above)"
 export EGRESS_ROUTER_ONEDIR_BOOTLOADER
 
 # --- build ----------------------------------------------------------------------------------

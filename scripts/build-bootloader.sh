@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Compile the onedir's bootloader; print its path. scripts/build.sh runs it.
+#
+#   scripts/build-bootloader.sh [--python PYTHON]
+#
+# PyInstaller's onedir executable execs itself a second time on Linux so that
+# LD_LIBRARY_PATH takes effect (~1 ms of CPU on every CNI command). This builds
+# PyInstaller's own bootloader from the source of the PyInstaller version that
+# PYTHON (default python3) imports, with scripts/lib/bootloader_patch.py applied,
+# linked with an RPATH of $ORIGIN/_internal and with zlib compiled in; that one
+# starts a onedir in one exec. build.spec uses it for the onedir only.
+#
+# Needs gcc, libc6-dev and the network (pip downloads the source once); the
+# result is kept in build/bootloader/VERSION-PLATFORM-GLIBC-PATCHHASH/run and reused.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=python3
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --python) PYTHON=$2; shift 2 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "build-bootloader.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+log() { echo "build-bootloader.sh: $*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+
+PATCH="$REPO/scripts/lib/bootloader_patch.py"
+PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)') || die "no Python at $PYTHON"  # absolute: waf runs elsewhere
+version=$("$PYTHON" -c 'import PyInstaller; print(PyInstaller.__version__)') || die "$PYTHON has no PyInstaller"
+platform=$("$PYTHON" -c 'from PyInstaller import PLATFORM; print(PLATFORM)')
+# Per glibc too: a bootloader linked against a newer glibc does not start on an older one
+# (scripts/build-portable.sh builds in Debian 11 from the same tree).
+glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | tr ' ' '-' || echo unknown-libc)
+dir="$REPO/build/bootloader/$version-$platform-$glibc-$(sha256sum "$PATCH" | cut -c1-12)"
+if [ -x "$dir/run" ]; then
+    echo "$dir/run"
+    exit 0
+fi
+
+tmp="$dir.tmp"
+rm -rf "$tmp"
+mkdir -p "$tmp"
+log "compiling PyInstaller $version's bootloader for the onedir (scripts/lib/bootloader_patch.py)"
+"$PYTHON" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyinstaller==$version" >&2 \
+    || die "cannot download the source of PyInstaller $version"
+tar -xzf "$tmp/pyinstaller-$version.tar.gz" -C "$tmp" || die "cannot unpack the source of PyInstaller $version"
+src="$tmp/pyinstaller-$version"
+rm -rf "${src:?}/PyInstaller/bootloader/$platform" # only what waf builds below lands here
+"$PYTHON" "$PATCH" "$src" || die "cannot patch PyInstaller $version's bootloader"
+# shellcheck disable=SC2016  # $ORIGIN is for the dynamic linker, not the shell
+if ! (cd "$src/bootloader" && LDFLAGS='-Wl,--disable-new-dtags -Wl,-rpath,$ORIGIN/_internal' \
+    "$PYTHON" ./waf --static-zlib configure all >"$tmp/waf.log" 2>&1); then
+    tail -20 "$tmp/waf.log" >&2
+    die "compiling PyInstaller's bootloader failed (the whole log: $tmp/waf.log)"
+fi
+run="$src/PyInstaller/bootloader/$platform/run"
+readelf -d "$run" 2>/dev/null | grep -q 'Library rpath: \[\$ORIGIN/_internal\]' \
+    || die "the build produced no $run linked with RPATH \$ORIGIN/_internal (see $tmp/waf.log)"
+mkdir -p "$dir"
+cp "$run" "$dir/run"
+rm -rf "$tmp"
+echo "$dir/run"
