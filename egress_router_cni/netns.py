@@ -14,17 +14,34 @@ if TYPE_CHECKING:
 
 CLONE_NEWNET = 0x40000000
 _libc_setns: Any = None
+_setns_impl: Any = None  # setns(fd, nstype), picked at the first switch
 
 
 def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-    else:
-        _setns_via_libc(fd)
+    global _setns_impl
+    if _setns_impl is None:
+        _setns_impl = pick_setns()
+    _setns_impl(fd, CLONE_NEWNET)
 
 
-def _setns_via_libc(fd: int) -> None:
-    """setns(fd, CLONE_NEWNET) through libc, for Python < 3.12; OSError(errno, strerror) on failure.
+def pick_setns() -> Any:
+    """The cheapest setns(fd, nstype) this interpreter has.
+
+    os.setns from Python 3.12 on; before, the frozen build's _egress_setns
+    (scripts/native/egress_setns.c, one small C function), else libc through
+    _ctypes, which loads _ctypes and libffi (~0.4 ms per exec).
+    """
+    if hasattr(os, "setns"):
+        return os.setns
+    try:
+        from _egress_setns import setns  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return lambda fd, nstype: _setns_via_libc(fd, nstype)
+    return setns
+
+
+def _setns_via_libc(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """setns(fd, nstype) through libc, for Python < 3.12; OSError(errno, strerror) on failure.
 
     Built on the C module `_ctypes` as ctypes.CDLL("libc.so.6", use_errno=True)
     builds its .setns: the `ctypes` package around it costs ~2.5 ms more per
@@ -48,7 +65,7 @@ def _setns_via_libc(fd: int) -> None:
             _handle = _ctypes.dlopen("libc.so.6", _ctypes.RTLD_LOCAL)
 
         _libc_setns = LibcFunction(("setns", Libc()))  # type: ignore[arg-type]  # typeshed: a ctypes.CDLL
-    if _libc_setns(fd, CLONE_NEWNET) != 0:
+    if _libc_setns(fd, nstype) != 0:
         import _ctypes
 
         code = _ctypes.get_errno()

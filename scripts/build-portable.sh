@@ -334,22 +334,29 @@ venv_stamp() {
     { printf '%s\n' "${PIP_PINS[@]}"; cat "$REPO/pyproject.toml"; } | sha256sum | cut -c1-16
 }
 
+PIP_ENV=()
+host_pip() { # PIP_ENV: pip in the root filesystem with the host's index, proxies and trusted CAs
+    PIP_ENV=(env PIP_DISABLE_PIP_VERSION_CHECK=1 "PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-120}"
+        PIP_CERT=/etc/ssl/certs/build-host-ca.crt)
+    [ -n "${PIP_INDEX_URL:-}" ] && PIP_ENV+=("PIP_INDEX_URL=$PIP_INDEX_URL")
+    local var
+    for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [ -n "${!var:-}" ] && PIP_ENV+=("$var=${!var}")
+    done
+    # pip trusts what this machine trusts (a proxy's CA, if any).
+    local bundle=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
+    cp -f "$bundle" "$ROOTFS/etc/ssl/certs/build-host-ca.crt"
+}
+
 make_venv() {
     local stamp
     stamp=$(venv_stamp)
-    local pip=(env PIP_DISABLE_PIP_VERSION_CHECK=1 "PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-120}"
-        PIP_CERT=/etc/ssl/certs/build-host-ca.crt)
-    [ -n "${PIP_INDEX_URL:-}" ] && pip+=("PIP_INDEX_URL=$PIP_INDEX_URL")
-    for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-        [ -n "${!var:-}" ] && pip+=("$var=${!var}")
-    done
+    host_pip
+    local pip=("${PIP_ENV[@]}")
     if [ "$(cat "$ROOTFS$VENV_IN/.erp-venv" 2>/dev/null || true)" = "$stamp" ]; then
         echo "reusing $VENV_IN ($stamp)"
     else
         safe_rm_tree "$ROOTFS$VENV_IN"
-        # pip trusts what this machine trusts (a proxy's CA, if any).
-        local bundle=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
-        cp -f "$bundle" "$ROOTFS/etc/ssl/certs/build-host-ca.crt"
         in_root /usr/bin/python3 -m venv "$VENV_IN"
         in_root --net host "${pip[@]}" "$VENV_IN/bin/pip" install -q --upgrade pip setuptools wheel
         in_root --net host "${pip[@]}" "$VENV_IN/bin/pip" install -q "${PIP_PINS[@]}" "$SRC_IN"
@@ -376,7 +383,8 @@ e2e_tests() { # the end-to-end suite, through Python 3.9 and then through the fr
 build() {
     # The onedir's bootloader is compiled from PyInstaller's source, which pip downloads: with
     # the host's network, before build.sh (offline) finds it in build/bootloader/.
-    in_root --net host sh -c "cd $SRC_IN && scripts/build-bootloader.sh --python $VENV_IN/bin/python >/dev/null"
+    host_pip
+    in_root --net host "${PIP_ENV[@]}" sh -c "cd $SRC_IN && scripts/build-bootloader.sh --python $VENV_IN/bin/python >/dev/null"
     in_root sh -c "cd $SRC_IN && scripts/build.sh --python $VENV_IN/bin/python --no-apt"
     local src=$ROOTFS$SRC_IN/dist
     safe_rm_tree "$OUT"

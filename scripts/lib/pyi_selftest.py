@@ -86,6 +86,19 @@ def main() -> int:
     lean = ("pyroute2", "asyncio", "click", "structlog", "logging", "subprocess", "selectors", "ctypes")
     heavy = [m for m in lean if m in sys.modules]
     _check(report, failures, "hot_path_stays_lean", not heavy, heavy or "none of " + " ".join(lean))
+    # Entering the pod's namespace: os.setns (3.12+) or the bundled _egress_setns, never _ctypes.
+    from egress_router_cni import netns
+
+    setns_from = getattr(netns.pick_setns(), "__module__", None)
+    expected = "posix" if sys.version_info >= (3, 12) else "_egress_setns"
+    ctypes_loaded = "_ctypes" in sys.modules
+    _check(
+        report,
+        failures,
+        "setns_without_ctypes",
+        setns_from == expected and not ctypes_loaded,
+        f"setns from {setns_from} (expected {expected}), _ctypes {'loaded' if ctypes_loaded else 'not loaded'}",
+    )
     # build.spec (LAZY_ZLIB): PyInstaller's archive reader imports zlib when it first inflates a
     # PYZ entry. The onedir's PYZ is empty (its modules are .pyc files): its start-up loads none.
     importers = sys.modules.get("pyimod02_importers")

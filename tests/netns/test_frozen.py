@@ -61,6 +61,7 @@ def test_frozen_bundle_selftest(form: str) -> None:
     assert report["hot_path_stays_lean"]["ok"], report["hot_path_stays_lean"]
     assert report["ctypes_patched_on_import"]["ok"], report["ctypes_patched_on_import"]
     assert report["zlib_only_for_a_pyz"]["ok"], report["zlib_only_for_a_pyz"]
+    assert report["setns_without_ctypes"]["ok"], report["setns_without_ctypes"]
     if form == "onedir":  # its modules are files: nothing to inflate, zlib never loaded
         assert report["zlib_only_for_a_pyz"]["detail"] == "PYZ empty, zlib not loaded"
     assert report["cli_commands"]["ok"], report["cli_commands"]

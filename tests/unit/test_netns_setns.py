@@ -1,8 +1,11 @@
-"""setns(2) through `_ctypes` (netns._setns_via_libc): what Python < 3.12 uses, tested on every version.
+"""setns(2) before Python 3.12: through `_ctypes` (netns._setns_via_libc) and the frozen build's C module.
 
-The end-to-end suites enter pod namespaces through it on Python 3.9-3.11; here
-its errors and its effect are checked directly, and that it stays off the
-`ctypes` package (which a CNI command must not import, see docs/performance.md).
+Python < 3.12 has no os.setns. The end-to-end suites enter pod namespaces
+through _setns_via_libc on Python 3.9-3.11 and the frozen build through
+_egress_setns (scripts/native/egress_setns.c); here both are checked on every
+version, for their errors and their effect, and _setns_via_libc for staying
+off the `ctypes` package (which a CNI command must not import, see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -28,34 +32,62 @@ def _namespace_inode() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+@pytest.fixture(scope="module")
+def native_module(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """scripts/native/egress_setns.c compiled as scripts/build.sh compiles it, imported."""
+    include = sysconfig.get_paths()["include"]
+    if shutil.which("gcc") is None or not os.path.exists(os.path.join(include, "Python.h")):
+        pytest.skip("no gcc or no Python headers to compile scripts/native/egress_setns.c")
+    out = tmp_path_factory.mktemp("native") / ("_egress_setns" + sysconfig.get_config_var("EXT_SUFFIX"))
+    source = REPO / "scripts" / "native" / "egress_setns.c"
+    flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+    subprocess.run(["gcc", *flags, f"-I{include}", "-o", str(out), str(source)], check=True)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_egress_setns", out)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(params=["libc", "native"])
+def setns(request: pytest.FixtureRequest) -> Callable[[int], None]:
+    """setns(fd) into a network namespace, by _setns_via_libc or by the compiled _egress_setns."""
+    if request.param == "libc":
+        return netns._setns_via_libc
+    native = request.getfixturevalue("native_module")
+    return lambda fd: native.setns(fd, netns.CLONE_NEWNET)
+
+
 @pytest.mark.parametrize("fd", [-1, 1_000_000])
-def test_setns_on_a_bad_descriptor_raises_ebadf(fd: int) -> None:
+def test_setns_on_a_bad_descriptor_raises_ebadf(setns: Callable[[int], None], fd: int) -> None:
     with pytest.raises(OSError) as raised:
-        netns._setns_via_libc(fd)
+        setns(fd)
     assert raised.value.errno == errno.EBADF
     assert raised.value.strerror == os.strerror(errno.EBADF)
     assert raised.value.args == (errno.EBADF, os.strerror(errno.EBADF))  # as OSError(code, strerror) was
 
 
-def test_setns_on_a_file_that_is_no_namespace_raises_einval(tmp_path: Path) -> None:
+def test_setns_on_a_file_that_is_no_namespace_raises_einval(setns: Callable[[int], None], tmp_path: Path) -> None:
     path = tmp_path / "not-a-namespace"
     path.write_text("")
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(OSError) as raised:
-            netns._setns_via_libc(fd)
+            setns(fd)
     finally:
         os.close(fd)
     assert raised.value.errno == errno.EINVAL
     assert raised.value.strerror == os.strerror(errno.EINVAL)
 
 
-def test_entering_our_own_namespace_succeeds_and_changes_nothing() -> None:
+def test_entering_our_own_namespace_succeeds_and_changes_nothing(setns: Callable[[int], None]) -> None:
     before = _namespace_inode()
     fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        netns._setns_via_libc(fd)
-        netns._setns_via_libc(fd)  # the cached function, a second time
+        setns(fd)
+        setns(fd)  # _setns_via_libc's cached function, a second time
     finally:
         os.close(fd)
     assert _namespace_inode() == before
@@ -80,19 +112,19 @@ def other_namespace() -> Iterator[str]:
         child.wait()
 
 
-def test_entering_another_namespace_and_coming_back(other_namespace: str) -> None:
+def test_entering_another_namespace_and_coming_back(setns: Callable[[int], None], other_namespace: str) -> None:
     home_inode = _namespace_inode()
     target_inode = os.stat(other_namespace).st_ino
     assert target_inode != home_inode
     home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     target = os.open(other_namespace, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        netns._setns_via_libc(target)
+        setns(target)
         try:
             assert _namespace_inode() == target_inode
             assert [name for _, name in socket.if_nameindex()] == ["lo"]  # a fresh namespace: only its loopback
         finally:
-            netns._setns_via_libc(home)
+            setns(home)
     finally:
         os.close(target)
         os.close(home)
@@ -116,3 +148,18 @@ def test_setns_imports_no_ctypes_package() -> None:
         [sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[:2] == [str(errno.EBADF), "['_ctypes']"], out
+
+
+def test_the_cheapest_setns_is_picked(native_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.setns from 3.12 on; before, _egress_setns when importable, else libc through _ctypes."""
+    if sys.version_info >= (3, 12):
+        assert netns.pick_setns() is os.setns
+        monkeypatch.delattr(os, "setns")
+    monkeypatch.setitem(sys.modules, "_egress_setns", native_module)
+    assert netns.pick_setns() is native_module.setns
+    monkeypatch.setitem(sys.modules, "_egress_setns", None)  # import fails: not bundled
+    fallback = netns.pick_setns()
+    assert fallback.__module__ == "egress_router_cni.netns"
+    with pytest.raises(OSError) as raised:
+        fallback(-1, netns.CLONE_NEWNET)
+    assert raised.value.errno == errno.EBADF
