@@ -41,8 +41,8 @@ def _mapped_from_bundle(soname: str) -> str:
     return ""
 
 
-def _bundled_libraries_mapped() -> Dict[str, str]:
-    """{library: the path it is mapped from} for each shared library of the bundle this process has mapped.
+def _bundled_libraries_mapped() -> Dict[str, Any]:
+    """The bundle's shared libraries, and {library: the path it is mapped from} for those this process mapped.
 
     The onedir starts in one exec (scripts/lib/bootloader_patch.py): its
     executable's RPATH, not LD_LIBRARY_PATH, is what finds these in _internal/.
@@ -57,7 +57,7 @@ def _bundled_libraries_mapped() -> Dict[str, str]:
             for name in bundled:
                 if base == name or base.startswith(name + "."):  # libffi.so.8 or the system's libffi.so.8.1.2
                     mapped[name] = path
-    return mapped
+    return {"bundled": sorted(bundled), "mapped": mapped}
 
 
 def _ctypes_patch() -> Tuple[bool, str]:
