@@ -46,7 +46,9 @@ tmp="$dir.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
 log "compiling PyInstaller $version's bootloader for the onedir (scripts/lib/bootloader_patch.py)"
-"$PYTHON" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyinstaller==$version" >&2 \
+# pip prepares the source's metadata, and PyInstaller's build hook compiles a bootloader for
+# that (then thrown away): zlib compiled in spares it zlib's headers (zlib1g-dev).
+PYI_STATIC_ZLIB=1 "$PYTHON" -m pip download -q --no-binary :all: --no-deps -d "$tmp" "pyinstaller==$version" >&2 \
     || die "cannot download the source of PyInstaller $version"
 tar -xzf "$tmp/pyinstaller-$version.tar.gz" -C "$tmp" || die "cannot unpack the source of PyInstaller $version"
 src="$tmp/pyinstaller-$version"
