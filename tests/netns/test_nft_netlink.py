@@ -46,14 +46,18 @@ MANY = [DnatRule(4, "eth0", IPAddress(4, 0xCB007100 + (i % 250)), "tcp", 1000 + 
 CASES = {"ipv4": (V4, [4]), "ipv6": (V6, [6]), "dual-stack": (V4 + V6, [4, 6]), "1000-destinations": (MANY, [4])}
 
 
-@pytest.fixture
-def ns() -> Iterator[str]:
-    name = new_prefix() + "-nft"
+def _throwaway_ns(suffix: str) -> Iterator[str]:
+    name = new_prefix() + suffix
     add_netns(name)
     try:
         yield name
     finally:
         delete_netns(name)
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    yield from _throwaway_ns("-nft")
 
 
 def _without_handles(value: Any) -> Any:
@@ -158,12 +162,7 @@ def test_refused_batch_changes_nothing(ns: str) -> None:
 
 @pytest.fixture
 def other_ns() -> Iterator[str]:
-    name = new_prefix() + "-nft2"
-    add_netns(name)
-    try:
-        yield name
-    finally:
-        delete_netns(name)
+    yield from _throwaway_ns("-nft2")
 
 
 def test_one_socket_per_namespace(ns: str, other_ns: str) -> None:
