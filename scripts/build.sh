@@ -101,10 +101,8 @@ has_xt_extensions() {
 }
 has_libpython || need_pkg "libpython$PYVER"
 # Before Python 3.12 (no os.setns) the bundle carries a small C module for setns(2)
-# (scripts/native/egress_setns.c), compiled against the interpreter's headers.
-NATIVE_SETNS=0
+# (scripts/build-native.sh), compiled against the interpreter's headers.
 if "$PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
-    NATIVE_SETNS=1
     "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || need_pkg "libpython$PYVER-dev"
 fi
@@ -176,18 +174,9 @@ EGRESS_ROUTER_ONEDIR_BOOTLOADER=$("$REPO/scripts/build-bootloader.sh" --python "
     || die "no bootloader for the onedir (scripts/build-bootloader.sh failed, see above)"
 export EGRESS_ROUTER_ONEDIR_BOOTLOADER
 
-# --- setns(2) for Python < 3.12 (scripts/native/egress_setns.c) ---------------------------------
-if [ "$NATIVE_SETNS" = 1 ]; then
-    ext_dir="$REPO/build/native"
-    ext="$ext_dir/_egress_setns$("$BUILD_PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-    include=$("$BUILD_PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-    mkdir -p "$ext_dir"
-    gcc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$include" -o "$ext" "$REPO/scripts/native/egress_setns.c" \
-        || die "compiling scripts/native/egress_setns.c failed"
-    export EGRESS_ROUTER_SETNS_EXT="$ext"
-else
-    unset EGRESS_ROUTER_SETNS_EXT
-fi
+# --- setns(2) for Python < 3.12 (scripts/build-native.sh) --------------------------------------
+EGRESS_ROUTER_SETNS_EXT=$("$REPO/scripts/build-native.sh" --python "$BUILD_PY") || die "scripts/build-native.sh failed"
+export EGRESS_ROUTER_SETNS_EXT
 
 # --- build ----------------------------------------------------------------------------------
 log "pyinstaller build.spec ($("$BUILD_PY" -m PyInstaller --version), Python $("$BUILD_PY" -c 'import platform; print(platform.python_version())'))"
