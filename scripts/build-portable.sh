@@ -384,7 +384,7 @@ build() {
     # The onedir's bootloader is compiled from PyInstaller's source, which pip downloads: with
     # the host's network, before build.sh (offline) finds it in build/bootloader/.
     host_pip
-    in_root --net host "${PIP_ENV[@]}" sh -c "cd $SRC_IN && scripts/build-bootloader.sh --python $VENV_IN/bin/python >/dev/null"
+    in_root --net host "${PIP_ENV[@]}" sh -c "cd $SRC_IN && scripts/build-native.sh bootloader --python $VENV_IN/bin/python >/dev/null"
     in_root sh -c "cd $SRC_IN && scripts/build.sh --python $VENV_IN/bin/python --no-apt"
     local src=$ROOTFS$SRC_IN/dist
     safe_rm_tree "$OUT"

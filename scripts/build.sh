@@ -101,7 +101,7 @@ has_xt_extensions() {
 }
 has_libpython || need_pkg "libpython$PYVER"
 # Before Python 3.12 (no os.setns) the bundle carries a small C module for setns(2)
-# (scripts/build-native.sh), compiled against the interpreter's headers.
+# (scripts/build-native.sh setns), compiled against the interpreter's headers.
 if "$PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
     "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || need_pkg "libpython$PYVER-dev"
@@ -110,7 +110,7 @@ command -v strip >/dev/null || need_pkg binutils
 if [ "$WITH_IPTABLES" = 1 ] && [ "${EGRESS_ROUTER_BUNDLE_NFT:-1}" != 0 ] && ! has_lib 'libxtables\.so\.12 '; then
     need_pkg libxtables12
 fi
-# The onedir's bootloader is compiled from PyInstaller's source (scripts/build-bootloader.sh);
+# The onedir's bootloader is compiled from PyInstaller's source (scripts/build-native.sh);
 # python-iptables' C helper (libxtwrapper) needs the compiler too.
 command -v gcc >/dev/null || need_pkg gcc
 [ -e /usr/include/stdio.h ] || need_pkg libc6-dev
@@ -167,15 +167,16 @@ else
     log "building with $BUILD_PY (project and pyinstaller already installed)"
 fi
 
-# --- the onedir's bootloader (scripts/build-bootloader.sh) -----------------------------------
+# --- the onedir's bootloader (scripts/build-native.sh bootloader) ----------------------------
 # PyInstaller's stock onedir execs itself a second time on Linux (~1 ms of CPU per CNI command);
 # this one, compiled from the building PyInstaller's own source, starts in one exec.
-EGRESS_ROUTER_ONEDIR_BOOTLOADER=$("$REPO/scripts/build-bootloader.sh" --python "$BUILD_PY") \
-    || die "no bootloader for the onedir (scripts/build-bootloader.sh failed, see above)"
+EGRESS_ROUTER_ONEDIR_BOOTLOADER=$("$REPO/scripts/build-native.sh" bootloader --python "$BUILD_PY") \
+    || die "no bootloader for the onedir (scripts/build-native.sh bootloader failed, see above)"
 export EGRESS_ROUTER_ONEDIR_BOOTLOADER
 
-# --- setns(2) for Python < 3.12 (scripts/build-native.sh) --------------------------------------
-EGRESS_ROUTER_SETNS_EXT=$("$REPO/scripts/build-native.sh" --python "$BUILD_PY") || die "scripts/build-native.sh failed"
+# --- setns(2) for Python < 3.12 (scripts/build-native.sh setns) --------------------------------
+EGRESS_ROUTER_SETNS_EXT=$("$REPO/scripts/build-native.sh" setns --python "$BUILD_PY") \
+    || die "scripts/build-native.sh setns failed"
 export EGRESS_ROUTER_SETNS_EXT
 
 # --- build ----------------------------------------------------------------------------------
