@@ -69,6 +69,8 @@ ROUTER_POD_MAC = "02:00:0a:80:0a:12"
 CLIENT_POD_MAC = "02:00:0a:80:0a:13"
 POD_ETH0_INDEX = 3
 SERVER_READY_TIMEOUT = 10.0
+# How long the kernel may take to destroy a deleted pod namespace (its workqueue runs late on a loaded machine).
+POD_TEARDOWN_TIMEOUT = 10.0
 NETNS_DIR = "/run/netns"
 
 
@@ -129,6 +131,11 @@ def delete_netns(name: str) -> None:
     """Remove a namespace; already gone is fine."""
     if os.path.exists(os.path.join(NETNS_DIR, name)):
         run(["ip", "netns", "del", name], check=False)
+
+
+def link_exists(ns: str, dev: str) -> bool:
+    """Whether NS has a link named DEV (`ip link show` fails for a missing one)."""
+    return run(["ip", "-n", ns, "link", "show", "dev", dev], check=False).returncode == 0
 
 
 def list_netns(prefix: str) -> List[str]:
@@ -286,8 +293,24 @@ class Topology:
         return pod
 
     def remove_pod(self, pod: Pod) -> None:
-        """Delete the pod namespace; its veth pair (and any macvlan in it) goes with it."""
+        """Delete the pod namespace and wait until the kernel has torn it down.
+
+        `ip netns del` only drops the namespace's mount. The kernel destroys
+        the namespace later, from a workqueue, and only then deletes its links:
+        the veth pair and any macvlan in it, whose master then leaves
+        promiscuous mode. A snapshot of the node taken before that still shows
+        the macvlan's mark on the master. The kernel deletes all of a
+        namespace's links in one batch, closing them all before unlisting any,
+        so the cluster-side peer's disappearance says the batch has run.
+        """
         delete_netns(pod.ns)
+        deadline = time.monotonic() + POD_TEARDOWN_TIMEOUT
+        while link_exists(self.cluster, pod.peer):
+            if time.monotonic() > deadline:
+                raise TopologyError(
+                    f"{pod.peer} is still in {self.cluster} {POD_TEARDOWN_TIMEOUT:.0f} s after deleting {pod.ns}"
+                )
+            time.sleep(0.01)
 
     def start_servers(self) -> int:
         """Start the echo servers in ext and wait until they listen; return their PID."""
